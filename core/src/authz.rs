@@ -1,0 +1,208 @@
+//! The Rego authorizer. Policy is compiled once (at plugin configuration) and evaluated per
+//! call; it returns a decision document, never a bare boolean.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::Catalog;
+
+/// The rule every bundle must define.
+pub const ENTRYPOINT: &str = "data.portcullis.authz.decision";
+
+/// Rego modules (file name, source) and the JSON data document they read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBundle {
+    pub modules: Vec<PolicyModule>,
+    #[serde(default)]
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyModule {
+    pub name: String,
+    pub source: String,
+}
+
+/// The calling workload, from the SPIFFE ID in its client certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    pub spiffe_id: String,
+    pub trust_domain: String,
+    /// The path part of the SPIFFE ID, e.g. `/ns/agents/sa/reader`.
+    pub path: String,
+}
+
+impl Workload {
+    /// Parses `spiffe://<trust-domain>/<path>`; anything else is not an identity.
+    pub fn from_spiffe_id(id: &str) -> Option<Self> {
+        let rest = id.strip_prefix("spiffe://")?;
+        let (td, path) = rest.split_once('/')?;
+        let td_ok = !td.is_empty()
+            && td.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c));
+        let path_ok = !path.is_empty()
+            && path.split('/').all(|seg| {
+                !seg.is_empty() && seg != "." && seg != ".." && seg.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+            });
+        (td_ok && path_ok).then(|| Self { spiffe_id: id.to_owned(), trust_domain: td.to_owned(), path: format!("/{path}") })
+    }
+}
+
+/// What policy sees as `input`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyInput<'a> {
+    pub method: &'a str,
+    pub tool: Option<&'a str>,
+    pub arguments: Option<&'a Map<String, Value>>,
+    pub plan_hash: Option<&'a str>,
+    pub workload: &'a Workload,
+    /// Verified user claims; `null` when no valid user token was presented.
+    pub user: Option<&'a Value>,
+}
+
+/// The decision document policy returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    pub allow: bool,
+    #[serde(default)]
+    pub require_approval: bool,
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    #[serde(default)]
+    pub rule_ids: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthzError {
+    #[error("policy module {name} does not compile: {reason}")]
+    Module { name: String, reason: String },
+    #[error("policy data is not valid: {0}")]
+    Data(String),
+    #[error("policy does not compile with entrypoint {ENTRYPOINT}: {0}")]
+    Compile(String),
+    #[error("policy evaluation failed: {0}")]
+    Eval(String),
+    #[error("policy returned a malformed decision: {0}")]
+    Malformed(String),
+}
+
+pub struct Authorizer {
+    compiled: regorus::CompiledPolicy,
+    version: String,
+}
+
+impl Authorizer {
+    /// Compiles `bundle` with the catalog merged into `data.portcullis.catalog`.
+    pub fn new(bundle: &PolicyBundle, catalog: &Catalog) -> Result<Self, AuthzError> {
+        let mut engine = engine_with(bundle, catalog)?;
+        let compiled = engine
+            .compile_with_entrypoint(&ENTRYPOINT.into())
+            .map_err(|e| AuthzError::Compile(e.to_string()))?;
+        Ok(Self { compiled, version: bundle_version(bundle, catalog) })
+    }
+
+    /// Hash of the policy modules, data and catalog that this authorizer was built from.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn decide(&self, input: &PolicyInput<'_>) -> Result<Decision, AuthzError> {
+        let input = serde_json::to_value(input).map_err(|e| AuthzError::Eval(e.to_string()))?;
+        let out = self
+            .compiled
+            .eval_with_input(regorus::Value::from(input))
+            .map_err(|e| AuthzError::Eval(e.to_string()))?;
+        if out == regorus::Value::Undefined {
+            // Fail closed: a bundle that yields nothing for this input denies it.
+            return Ok(Decision {
+                allow: false,
+                require_approval: false,
+                reasons: vec!["policy produced no decision for this request".into()],
+                rule_ids: vec!["portcullis.undefined".into()],
+            });
+        }
+        let out = serde_json::to_value(&out).map_err(|e| AuthzError::Malformed(e.to_string()))?;
+        serde_json::from_value(out).map_err(|e| AuthzError::Malformed(e.to_string()))
+    }
+}
+
+fn engine_with(bundle: &PolicyBundle, catalog: &Catalog) -> Result<regorus::Engine, AuthzError> {
+    let mut engine = regorus::Engine::new();
+    for m in &bundle.modules {
+        engine
+            .add_policy(m.name.clone(), m.source.clone())
+            .map_err(|e| AuthzError::Module { name: m.name.clone(), reason: e.to_string() })?;
+    }
+    if !bundle.data.is_null() {
+        engine.add_data(regorus::Value::from(bundle.data.clone())).map_err(|e| AuthzError::Data(e.to_string()))?;
+    }
+    let catalog_data = json!({"portcullis": {"catalog": catalog.policy_data()}});
+    engine.add_data(regorus::Value::from(catalog_data)).map_err(|e| AuthzError::Data(e.to_string()))?;
+    Ok(engine)
+}
+
+fn bundle_version(bundle: &PolicyBundle, catalog: &Catalog) -> String {
+    let mut h = Sha256::new();
+    let mut modules: Vec<&PolicyModule> = bundle.modules.iter().collect();
+    modules.sort_by(|a, b| a.name.cmp(&b.name));
+    for m in modules {
+        // Length-prefixed so that no two different bundles feed the same bytes.
+        for part in [m.name.as_bytes(), m.source.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+    }
+    for doc in [&bundle.data, &catalog.policy_data()] {
+        let text = crate::plan::canonicalize(doc).unwrap_or_else(|_| doc.to_string());
+        h.update((text.len() as u64).to_be_bytes());
+        h.update(text.as_bytes());
+    }
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// The outcome of one Rego unit test (`test_*` rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestOutcome {
+    pub name: String,
+    pub passed: bool,
+    pub detail: Option<String>,
+}
+
+/// Runs every `test_*` rule in `bundle`, as `opa test` does: a test passes when its rule
+/// evaluates to `true`.
+pub fn run_tests(bundle: &PolicyBundle, catalog: &Catalog) -> Result<Vec<TestOutcome>, AuthzError> {
+    let mut engine = engine_with(bundle, catalog)?;
+    let mut outcomes = Vec::new();
+    for m in &bundle.modules {
+        let Some(package) = m.source.lines().find_map(|l| l.trim().strip_prefix("package ")) else {
+            continue;
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for line in m.source.lines() {
+            let Some(name) = test_rule_name(line) else { continue };
+            if !seen.insert(name.to_owned()) {
+                continue;
+            }
+            let path = format!("data.{}.{name}", package.trim());
+            let (passed, detail) = match engine.eval_rule(path.clone()) {
+                Ok(regorus::Value::Bool(true)) => (true, None),
+                Ok(regorus::Value::Undefined) => (false, Some("undefined".to_owned())),
+                Ok(other) => (false, Some(format!("evaluated to {other}"))),
+                Err(e) => (false, Some(format!("error: {e}"))),
+            };
+            outcomes.push(TestOutcome { name: path, passed, detail });
+        }
+    }
+    Ok(outcomes)
+}
+
+fn test_rule_name(line: &str) -> Option<&str> {
+    if !line.starts_with("test_") {
+        return None;
+    }
+    let end = line.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(line.len());
+    line.get(..end)
+}

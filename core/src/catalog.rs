@@ -1,0 +1,157 @@
+//! The tool catalog: one document that feeds tools/list, argument validation, policy data and
+//! execution. Raw serde types are validated into [`Catalog`] once, at configuration time.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+    Irreversible,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Reads state, changes nothing.
+    Query,
+    /// Computes a change without making it (dry run).
+    Plan,
+    /// Makes a change.
+    Apply,
+}
+
+/// How the local (Linux namespaces) backend runs a tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalExecution {
+    /// argv; the call's arguments arrive as JSON on stdin and in `PORTCULLIS_ARGUMENTS`.
+    pub command: Vec<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    #[serde(default = "default_max_output")]
+    pub max_output_bytes: usize,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+fn default_max_output() -> usize {
+    256 * 1024
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Execution {
+    pub local: LocalExecution,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    pub kind: Kind,
+    pub risk: Risk,
+    pub owner: String,
+    pub input_schema: Map<String, Value>,
+    pub execution: Execution,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    version: u32,
+    tools: Vec<Tool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog is not valid: {0}")]
+    Parse(String),
+    #[error("catalog version {0} is not supported (expected 1)")]
+    Version(u32),
+    #[error("tool {0:?} appears more than once")]
+    Duplicate(String),
+    #[error("tool name {0:?} must be 1-64 characters of [A-Za-z0-9_.-]")]
+    BadName(String),
+    #[error("tool {0:?}: input_schema must have \"type\": \"object\"")]
+    BadSchema(String),
+    #[error("tool {0:?}: execution.local.command must not be empty")]
+    EmptyCommand(String),
+}
+
+/// A validated catalog, indexed by tool name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Catalog {
+    tools: BTreeMap<String, Tool>,
+}
+
+impl Catalog {
+    pub fn from_json(text: &str) -> Result<Self, CatalogError> {
+        let raw: RawCatalog = serde_json::from_str(text).map_err(|e| CatalogError::Parse(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    pub fn from_value(value: Value) -> Result<Self, CatalogError> {
+        let raw: RawCatalog = serde_json::from_value(value).map_err(|e| CatalogError::Parse(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawCatalog) -> Result<Self, CatalogError> {
+        if raw.version != 1 {
+            return Err(CatalogError::Version(raw.version));
+        }
+        let mut tools = BTreeMap::new();
+        for tool in raw.tools {
+            let name_ok = (1..=64).contains(&tool.name.len())
+                && tool.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !name_ok {
+                return Err(CatalogError::BadName(tool.name));
+            }
+            if tool.input_schema.get("type") != Some(&Value::from("object")) {
+                return Err(CatalogError::BadSchema(tool.name));
+            }
+            if tool.execution.local.command.is_empty() {
+                return Err(CatalogError::EmptyCommand(tool.name));
+            }
+            if let Some(dup) = tools.insert(tool.name.clone(), tool) {
+                return Err(CatalogError::Duplicate(dup.name));
+            }
+        }
+        Ok(Self { tools })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tool> {
+        self.tools.get(name)
+    }
+
+    pub fn tools(&self) -> impl Iterator<Item = &Tool> {
+        self.tools.values()
+    }
+
+    /// What policy sees under `data.portcullis.catalog`.
+    pub fn policy_data(&self) -> Value {
+        let tools: Map<String, Value> = self
+            .tools
+            .values()
+            .map(|t| (t.name.clone(), json!({"kind": t.kind, "risk": t.risk, "owner": t.owner})))
+            .collect();
+        json!({ "tools": tools })
+    }
+
+    /// The MCP `tools/list` result for the whole catalog.
+    pub fn tools_list_result(&self) -> Value {
+        let tools: Vec<Value> = self
+            .tools
+            .values()
+            .map(|t| json!({"name": t.name, "description": t.description, "inputSchema": t.input_schema}))
+            .collect();
+        json!({ "tools": tools })
+    }
+}

@@ -1,0 +1,97 @@
+//! Plugin configuration: raw serde structs (strict) validated into a ready [`Gateway`].
+
+use serde::Deserialize;
+
+use crate::authz::{AuthzError, Authorizer, PolicyBundle};
+use crate::catalog::{Catalog, CatalogError};
+use crate::gateway::Gateway;
+use crate::json::Limits;
+use crate::ticket::{Signer, TicketError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub policy: PolicyBundle,
+    pub catalog: serde_json::Value,
+    pub ticket: RawTicket,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTicket {
+    /// PKCS#8 PEM of the gateway's Ed25519 signing key.
+    pub signing_key_pem: String,
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    #[serde(default = "default_ttl")]
+    pub ttl_seconds: u64,
+}
+
+fn default_issuer() -> String {
+    "portcullis-gateway".into()
+}
+fn default_ttl() -> u64 {
+    30
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_depth")]
+    pub max_depth: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self { max_body_bytes: default_body(), max_depth: default_depth() }
+    }
+}
+fn default_body() -> usize {
+    Limits::default().max_body_bytes
+}
+fn default_depth() -> usize {
+    Limits::default().max_depth
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("plugin configuration is not valid JSON of the expected shape: {0}")]
+    Shape(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Policy(#[from] AuthzError),
+    #[error(transparent)]
+    Ticket(#[from] TicketError),
+    #[error("ticket.ttl_seconds must be between 1 and 300, got {0}")]
+    Ttl(u64),
+    #[error("limits: {0}")]
+    Limits(String),
+}
+
+impl Gateway {
+    /// Builds a gateway from the plugin configuration JSON. Any error means the plugin must
+    /// refuse to start; there is no permissive fallback.
+    pub fn from_config_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError::Shape(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let catalog = Catalog::from_value(raw.catalog)?;
+        let authorizer = Authorizer::new(&raw.policy, &catalog)?;
+        if !(1..=300).contains(&raw.ticket.ttl_seconds) {
+            return Err(ConfigError::Ttl(raw.ticket.ttl_seconds));
+        }
+        let signer = Signer::from_pem(raw.ticket.signing_key_pem.as_bytes(), raw.ticket.issuer, raw.ticket.ttl_seconds)?;
+        if raw.limits.max_body_bytes == 0 || raw.limits.max_depth == 0 {
+            return Err(ConfigError::Limits("max_body_bytes and max_depth must be positive".into()));
+        }
+        let limits = Limits { max_body_bytes: raw.limits.max_body_bytes, max_depth: raw.limits.max_depth };
+        Ok(Gateway::new(limits, catalog, authorizer, signer))
+    }
+}

@@ -1,0 +1,61 @@
+//! JSON-RPC error replies: the one place where a rejection becomes an HTTP status and a
+//! JSON-RPC error object.
+
+use serde_json::{json, Value};
+
+use crate::jsonrpc::Id;
+
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const INVALID_PARAMS: i64 = -32602;
+pub const INTERNAL_ERROR: i64 = -32603;
+/// Implementation-defined server error: the call was denied by policy or identity checks.
+pub const DENIED: i64 = -32001;
+
+/// Why the gateway refused a request, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectKind {
+    /// Not valid JSON, JSON-RPC or MCP.
+    Invalid,
+    /// Policy or identity said no.
+    Denied,
+    /// The gateway itself failed; it fails closed.
+    Internal,
+}
+
+/// A refusal, ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub kind: RejectKind,
+    pub status: u16,
+    pub code: i64,
+    pub message: String,
+    pub id: Option<Id>,
+    pub data: Option<Value>,
+}
+
+impl Rejection {
+    pub fn new(kind: RejectKind, status: u16, code: i64, message: impl Into<String>, id: Option<Id>) -> Self {
+        Self { kind, status, code, message: message.into(), id, data: None }
+    }
+
+    /// The gateway itself failed: refuse (fail closed) with a 500.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(RejectKind::Internal, 500, INTERNAL_ERROR, message, None)
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// The JSON-RPC error response body.
+    pub fn body(&self) -> Vec<u8> {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let (Some(data), Some(obj)) = (&self.data, error.as_object_mut()) {
+            obj.insert("data".into(), data.clone());
+        }
+        let id = self.id.as_ref().map_or(Value::Null, Id::to_value);
+        json!({"jsonrpc": "2.0", "id": id, "error": error}).to_string().into_bytes()
+    }
+}

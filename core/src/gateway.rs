@@ -1,0 +1,185 @@
+//! The decision pipeline the filter runs for every request body:
+//! strict parse → JSON-RPC/MCP validation → identity → plan hash → Rego → ticket.
+
+use serde_json::{json, Value};
+
+use crate::authz::{Authorizer, Decision, PolicyInput, Workload};
+use crate::catalog::Catalog;
+use crate::error::{RejectKind, Rejection, DENIED, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR};
+use crate::json::{parse_strict, Limits, StrictJsonError};
+use crate::jsonrpc::{self, Id, Method, RpcError};
+use crate::plan::plan_hash;
+use crate::ticket::{Claims, Signer, AUDIENCE};
+
+/// A configured gateway: everything compiled once at plugin configuration.
+pub struct Gateway {
+    limits: Limits,
+    catalog: Catalog,
+    authorizer: Authorizer,
+    signer: Signer,
+}
+
+/// Per-request facts the host supplies.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext<'a> {
+    /// The peer's URI SAN as the proxy verified it; `None` without a client certificate.
+    pub peer_uri_san: Option<&'a str>,
+    /// Seconds since the Unix epoch, from the host clock.
+    pub now_unix: u64,
+    /// Fresh randomness for the decision id and ticket `jti`.
+    pub entropy: [u8; 16],
+}
+
+/// An allowed request: forward it, with the ticket header when one is issued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allowed {
+    pub id: Option<Id>,
+    pub method: String,
+    /// Set for tools/call only: the runner accepts no call without one.
+    pub ticket: Option<String>,
+    pub plan_hash: Option<String>,
+    pub decision_id: String,
+    pub decision: Decision,
+}
+
+pub type Verdict = Result<Allowed, Rejection>;
+
+impl Gateway {
+    pub fn new(limits: Limits, catalog: Catalog, authorizer: Authorizer, signer: Signer) -> Self {
+        Self { limits, catalog, authorizer, signer }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn policy_version(&self) -> &str {
+        self.authorizer.version()
+    }
+
+    /// The rejection for a body that grew past the limit before it was fully buffered.
+    pub fn reject_oversized(&self, size: usize) -> Rejection {
+        parse_rejection(&StrictJsonError::TooLarge { size, limit: self.limits.max_body_bytes }, &[])
+    }
+
+    /// Decides one request body.
+    pub fn decide(&self, body: &[u8], ctx: RequestContext<'_>) -> Verdict {
+        let value = parse_strict(body, self.limits).map_err(|e| parse_rejection(&e, body))?;
+        let message = jsonrpc::validate(&value).map_err(|e| rpc_rejection(&e, jsonrpc::recover_id(&value)))?;
+        let id = message.id.clone();
+        let method = message.method.name().to_owned();
+
+        let workload = ctx.peer_uri_san.and_then(Workload::from_spiffe_id).ok_or_else(|| {
+            Rejection::new(RejectKind::Denied, 403, DENIED, "no verified SPIFFE workload identity on this connection", id.clone())
+        })?;
+
+        let (tool, arguments, hash) = match &message.method {
+            Method::ToolsCall { name, arguments } => {
+                let hash = plan_hash(name, arguments.as_ref()).map_err(|e| {
+                    Rejection::new(RejectKind::Invalid, 400, INVALID_PARAMS, format!("invalid params: {e}"), id.clone())
+                })?;
+                (Some(name.as_str()), arguments.as_ref(), Some(hash))
+            }
+            _ => (None, None, None),
+        };
+
+        let input = PolicyInput { method: &method, tool, arguments, plan_hash: hash.as_deref(), workload: &workload, user: None };
+        let decision_id = hex::encode(ctx.entropy);
+        let decision = self.authorizer.decide(&input).map_err(|e| {
+            Rejection::new(RejectKind::Internal, 500, INTERNAL_ERROR, format!("policy evaluation failed: {e}"), id.clone())
+        })?;
+
+        if !decision.allow {
+            let what = tool.map_or_else(|| method.clone(), |t| format!("{method} {t}"));
+            let reasons = if decision.reasons.is_empty() { "no rule allows it".to_owned() } else { decision.reasons.join("; ") };
+            return Err(Rejection::new(RejectKind::Denied, 403, DENIED, format!("denied {what}: {reasons}"), id).with_data(json!({
+                "reasons": decision.reasons,
+                "rule_ids": decision.rule_ids,
+                "decision_id": decision_id,
+                "plan_hash": hash,
+                "policy_version": self.authorizer.version(),
+            })));
+        }
+
+        let ticket = match (tool, &hash) {
+            (Some(tool), Some(hash)) => {
+                let claims = Claims {
+                    iss: self.signer.issuer.clone(),
+                    aud: AUDIENCE.to_owned(),
+                    sub: workload.spiffe_id.clone(),
+                    user: None,
+                    tool: tool.to_owned(),
+                    plan_hash: hash.clone(),
+                    decision_id: decision_id.clone(),
+                    require_approval: decision.require_approval,
+                    policy_version: self.authorizer.version().to_owned(),
+                    jti: decision_id.clone(),
+                    iat: ctx.now_unix,
+                    exp: ctx.now_unix.saturating_add(self.signer.ttl_seconds),
+                };
+                let token = self.signer.sign(&claims).map_err(|e| {
+                    Rejection::new(RejectKind::Internal, 500, INTERNAL_ERROR, format!("cannot issue ticket: {e}"), id.clone())
+                })?;
+                Some(token)
+            }
+            _ => None,
+        };
+        Ok(Allowed { id, method, ticket, plan_hash: hash, decision_id, decision })
+    }
+}
+
+fn parse_rejection(e: &StrictJsonError, body: &[u8]) -> Rejection {
+    // The body failed strict parsing, but a lenient parse may still name the id to answer.
+    let id = match e {
+        StrictJsonError::DuplicateKey { .. } | StrictJsonError::TooDeep { .. } => serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| jsonrpc::recover_id(&v)),
+        _ => None,
+    };
+    let (status, code) = match e {
+        StrictJsonError::TooLarge { .. } => (413, INVALID_REQUEST),
+        _ => (400, PARSE_ERROR),
+    };
+    Rejection::new(RejectKind::Invalid, status, code, format!("parse error: {e}"), id)
+}
+
+fn rpc_rejection(e: &RpcError, id: Option<Id>) -> Rejection {
+    let code = match e {
+        RpcError::InvalidParams(_) => INVALID_PARAMS,
+        RpcError::Batch | RpcError::InvalidRequest(_) => INVALID_REQUEST,
+    };
+    Rejection::new(RejectKind::Invalid, 400, code, e.to_string(), id)
+}
+
+/// What the filter does with a request, decided from its headers alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A JSON-RPC message in the body: buffer it and [`Gateway::decide`].
+    Decide,
+    /// Streamable HTTP's GET (server-to-client stream) or DELETE (end of session): no call is
+    /// made, so only the workload identity is required.
+    IdentityOnly,
+}
+
+/// Checks the HTTP method and content type of a request to the MCP endpoint, and (for
+/// body-less requests) that the peer has a workload identity.
+pub fn check_transport(http_method: &str, content_type: Option<&str>, peer_uri_san: Option<&str>) -> Result<Transport, Rejection> {
+    match http_method {
+        "POST" => {
+            let media = content_type.and_then(|c| c.split(';').next()).map(str::trim);
+            if !media.is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
+                return Err(Rejection::new(RejectKind::Invalid, 415, INVALID_REQUEST, "POST body must be application/json", None));
+            }
+            Ok(Transport::Decide)
+        }
+        "GET" | "DELETE" => match peer_uri_san.and_then(Workload::from_spiffe_id) {
+            Some(_) => Ok(Transport::IdentityOnly),
+            None => Err(Rejection::new(RejectKind::Denied, 403, DENIED, "no verified SPIFFE workload identity on this connection", None)),
+        },
+        other => Err(Rejection::new(RejectKind::Invalid, 405, INVALID_REQUEST, format!("HTTP method {other} is not part of MCP Streamable HTTP"), None)),
+    }
+}
