@@ -1,0 +1,41 @@
+# Portcullis: one entry point for operators and CI.
+#   make up     build everything and run the local stack (Envoy + filter + runner)
+#   make test   run every test: unit, policy, Envoy config validation, end-to-end
+#   make bench  benchmarks (see bench/)
+
+CARGO ?= cargo
+WASM := target/wasm32-wasip1/wasm/portcullis_filter.wasm
+PORTCULLIS := target/release/portcullis
+
+.PHONY: setup build wasm runner up test lint validate-envoy clean
+
+setup:
+	scripts/setup.sh
+
+wasm: setup
+	$(CARGO) build -p portcullis-filter --target wasm32-wasip1 --profile wasm
+	@ls -l $(WASM) | awk '{print "filter wasm: " $$5 " bytes"}'
+
+runner:
+	$(CARGO) build --release -p portcullis-runner
+
+build: wasm runner
+
+up: build
+	$(PORTCULLIS) up
+
+validate-envoy: build
+	scripts/validate-envoy.sh
+
+lint: setup
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p portcullis-core -p portcullis-filter --target wasm32-wasip1 -- -D warnings
+
+# Every test. End-to-end tests start the release runner and real Envoy with the built filter.
+test: build validate-envoy lint
+	$(PORTCULLIS) policy test
+	$(CARGO) test --workspace --release -- --include-ignored
+
+clean:
+	$(CARGO) clean
+	rm -rf .portcullis

@@ -1,0 +1,11 @@
+//! Portcullis runner library: the modules of the `portcullis` binary, also used by its tests.
+
+pub mod certs;
+pub mod envoy_config;
+pub mod sandbox;
+pub mod bundle;
+pub mod replay;
+pub mod serve;
+pub mod tls;
+pub mod tools;
+pub mod up;

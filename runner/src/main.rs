@@ -1,0 +1,201 @@
+//! `portcullis`: the runner service and the operator's dev CLI. A thin main: parse, dispatch,
+//! map errors to exit codes (64 for bad usage or configuration, as linkerd does).
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use portcullis_runner::sandbox::{self, local::LocalNamespaces};
+use portcullis_runner::up::{self, UpOptions, DEV_AGENTS, TRUST_DOMAIN};
+use portcullis_runner::{bundle, certs, serve, tls};
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "Least-privilege gateway runner for AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start dev certificates, the runner and Envoy with the filter; stop on Ctrl-C.
+    Up {
+        /// Repository root (envoy/, policies/, catalog/ and target/ are found here).
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        #[arg(long, default_value = ".portcullis")]
+        state_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        runner_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        #[arg(long, default_value = "catalog/example.yaml")]
+        catalog: PathBuf,
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        #[arg(long, default_value = "target/wasm32-wasip1/wasm/portcullis_filter.wasm")]
+        wasm: PathBuf,
+        /// Also stop when stdin reaches end of file (for supervisors and test harnesses: the
+        /// stack goes down with its parent, whichever way the parent exits).
+        #[arg(long, hide = true)]
+        stop_on_stdin_eof: bool,
+    },
+    /// Run the runner's MCP server (TLS; only the gateway's client certificate is accepted).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        listen: SocketAddr,
+        #[arg(long)]
+        catalog: PathBuf,
+        /// Ed25519 SPKI PEM of the gateway's ticket signing key.
+        #[arg(long)]
+        ticket_public_key: PathBuf,
+        #[arg(long, default_value = "portcullis-gateway")]
+        ticket_issuer: String,
+        #[arg(long)]
+        tls_cert: PathBuf,
+        #[arg(long)]
+        tls_key: PathBuf,
+        #[arg(long)]
+        client_ca: PathBuf,
+        /// SPIFFE ID the gateway's client certificate must carry (repeatable).
+        #[arg(long, required = true)]
+        gateway_id: Vec<String>,
+    },
+    /// Create (or reuse) a dev PKI: CA, gateway and runner certificates, agent identities.
+    Certs {
+        #[arg(long, default_value = ".portcullis/certs")]
+        dir: PathBuf,
+        #[arg(long, default_value = TRUST_DOMAIN)]
+        trust_domain: String,
+        /// Agent names; each gets spiffe://<trust-domain>/ns/agents/sa/<name>.
+        #[arg(long = "agent")]
+        agents: Vec<String>,
+    },
+    /// Print the filter's plugin configuration for a policy bundle, catalog and signing key.
+    PluginConfig {
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        #[arg(long, default_value = "catalog/example.yaml")]
+        catalog: PathBuf,
+        #[arg(long, default_value = ".portcullis/certs/ticket-signing-key.pem")]
+        signing_key: PathBuf,
+    },
+    /// Read one tools/call JSON-RPC request on stdin and print its plan hash.
+    PlanHash,
+    /// Policy tooling.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Internal: the first process inside a fresh sandbox (see sandbox::local).
+    #[command(name = "__sandbox-init", hide = true)]
+    SandboxInit {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run the Rego unit tests (`test_*` rules) of a policy bundle, like `opa test`.
+    Test {
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        #[arg(long, default_value = "catalog/example.yaml")]
+        catalog: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::SandboxInit { args } = cli.command {
+        // Runs inside the new namespaces: no logging set-up, no runtime.
+        return sandbox::local::init_main(args);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portcullis: error: {e:#}");
+            ExitCode::from(64)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Up { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof } => {
+            std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+            let opts = UpOptions { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof };
+            runtime()?.block_on(up::up(opts))?;
+        }
+        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls_cert, tls_key, client_ca, gateway_id } => {
+            let exe = std::env::current_exe()?;
+            sandbox::local::host_supports_namespaces().context("the local sandbox backend cannot run here")?;
+            let opts = serve::ServeOptions {
+                listen,
+                catalog: bundle::load_catalog(&catalog)?,
+                ticket_public_key_pem: std::fs::read(&ticket_public_key).with_context(|| format!("reading {}", ticket_public_key.display()))?,
+                ticket_issuer,
+                tls: tls::server_config(&tls_cert, &tls_key, &client_ca, gateway_id)?,
+                backend: Arc::new(LocalNamespaces::new(exe)),
+            };
+            runtime()?.block_on(serve::serve(opts, async {
+                let _ = tokio::signal::ctrl_c().await;
+            }))?;
+        }
+        Command::Certs { dir, trust_domain, agents } => {
+            let names: Vec<&str> = if agents.is_empty() { DEV_AGENTS.to_vec() } else { agents.iter().map(String::as_str).collect() };
+            let pki = certs::ensure(&dir, &trust_domain, &names)?;
+            println!("CA: {}", pki.ca_cert.display());
+            for a in &pki.agents {
+                println!("agent {} {} cert {} key {}", a.name, a.spiffe_id, a.cert.display(), a.key.display());
+            }
+        }
+        Command::PluginConfig { policies, catalog, signing_key } => {
+            println!("{}", bundle::plugin_config(&policies, &catalog, &signing_key)?);
+        }
+        Command::PlanHash => {
+            let mut body = Vec::new();
+            std::io::stdin().read_to_end(&mut body)?;
+            println!("{}", plan_hash_of(&body)?);
+        }
+        Command::Policy { command: PolicyCommand::Test { policies, catalog } } => {
+            let bundle = bundle::load_policy(&policies, true)?;
+            let outcomes = portcullis_core::authz::run_tests(&bundle, &bundle::load_catalog(&catalog)?)?;
+            let failed = outcomes.iter().filter(|o| !o.passed).count();
+            for o in &outcomes {
+                let detail = o.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+                println!("{} {}{detail}", if o.passed { "PASS" } else { "FAIL" }, o.name);
+            }
+            println!("{} passed, {failed} failed", outcomes.len() - failed);
+            if failed > 0 || outcomes.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::SandboxInit { .. } => bail!("__sandbox-init is internal"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plan_hash_of(body: &[u8]) -> Result<String> {
+    use portcullis_core::jsonrpc::{validate, Method};
+    let value = portcullis_core::json::parse_strict(body, portcullis_core::json::Limits::default())?;
+    match validate(&value)?.method {
+        Method::ToolsCall { name, arguments } => Ok(portcullis_core::plan::plan_hash(&name, arguments.as_ref())?),
+        other => bail!("not a tools/call request: {}", other.name()),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

@@ -1,0 +1,154 @@
+//! The runner's sandbox seam: run one job in a fresh, isolated environment and destroy that
+//! environment afterwards.
+//!
+//! A [`Backend`] owns the whole lifecycle of a job's environment: create it, run the command,
+//! collect its output, and tear it down before [`Backend::run`] returns. Nothing here is
+//! Linux-specific, so a Kubernetes backend (a namespace per job, created then deleted) fits
+//! the same trait as [`local::LocalNamespaces`] (fresh Linux namespaces per job).
+
+// The runner binary only uses `local::init_main` until `serve` is wired to a backend.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+pub mod local;
+
+/// One job: a command to run once, in an environment created for it alone.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Identifies the job in logs and (shortened) in the sandbox's hostname.
+    pub job_id: String,
+    /// argv; `argv[0]` is resolved via the job's `PATH` inside the sandbox.
+    pub command: Vec<String>,
+    /// The only environment the job sees, on top of the backend's defaults
+    /// (`PATH=/usr/local/bin:/usr/bin:/bin`, `HOME=/tmp`, `TMPDIR=/tmp`); an entry here with
+    /// the same name replaces the default.
+    pub env: Vec<(String, String)>,
+    /// Written to the job's stdin, which is then closed.
+    pub stdin: Vec<u8>,
+    /// Wall-clock limit from start to exit; on expiry everything the job started is killed.
+    pub timeout: Duration,
+    /// Cap per output stream. Excess is read and discarded (the job is never blocked on a
+    /// full pipe) and [`JobOutput::truncated`] is set.
+    pub max_output_bytes: usize,
+}
+
+/// What a job did. Returned only after its environment has been torn down.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobOutput {
+    /// The command's exit status, if it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it, if it was killed (SIGKILL after a timeout).
+    pub signal: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The job hit [`JobSpec::timeout`] and was killed.
+    pub timed_out: bool,
+    /// stdout or stderr exceeded [`JobSpec::max_output_bytes`].
+    pub truncated: bool,
+    /// From the start of environment creation to the end of teardown.
+    pub duration: Duration,
+}
+
+impl JobOutput {
+    /// The command exited with status 0 in time.
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out
+    }
+}
+
+/// Why a job could not be run. A command that ran and failed is not an error: see
+/// [`JobOutput::exit_code`]. These are failures of the sandbox itself or of the request.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The spec cannot be run (empty command, NUL bytes, `=` in an env name, ...).
+    #[error("invalid job: {0}")]
+    InvalidJob(String),
+
+    /// This host cannot provide the isolation the backend promises. `what` names the
+    /// missing capability and, where known, the setting that disables it.
+    #[error("sandbox backend unavailable: {what}")]
+    Unsupported {
+        what: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+
+    /// The environment could not be created, e.g. the sandbox process could not be started.
+    #[error("failed to create the job environment: {context}")]
+    Create {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The environment was created but setting it up failed before the command started
+    /// (a mount, the network, the hostname, limits). `message` comes from inside it.
+    #[error("sandbox setup failed: {message}")]
+    Setup { message: String },
+
+    /// The command itself could not be started inside the environment (not found, not
+    /// executable). Distinct from the command starting and then failing.
+    #[error("cannot execute {program:?} in the sandbox: {message}")]
+    Exec {
+        program: String,
+        message: String,
+        /// `errno` from `execve` inside the sandbox (e.g. `ENOENT`).
+        errno: Option<i32>,
+    },
+
+    /// Talking to the running job (pipes, waiting) failed.
+    #[error("job I/O failed: {context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The environment could not be fully destroyed (e.g. its temp dir could not be removed).
+    /// The job's processes are gone; resources may have leaked.
+    #[error("failed to tear down the job environment: {context}")]
+    Teardown {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs jobs, each in a fresh environment that is destroyed when the job ends.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// Short name for logs and metrics (`"local"`, `"kubernetes"`).
+    fn name(&self) -> &'static str;
+
+    /// Create a fresh environment, run `job` in it to completion or timeout, destroy the
+    /// environment, then return what the job did. Never returns while anything the job
+    /// started is still running. Dropping the future also destroys the environment (a
+    /// backend may finish that cleanup in the background).
+    async fn run(&self, job: JobSpec) -> Result<JobOutput, SandboxError>;
+}
+
+/// Checks a spec against what every backend requires. Backends call this first.
+pub(crate) fn validate(job: &JobSpec) -> Result<(), SandboxError> {
+    let bad = |m: String| Err(SandboxError::InvalidJob(m));
+    match job.command.first() {
+        None => return bad("empty command".into()),
+        Some(p) if p.is_empty() => return bad("empty program name".into()),
+        Some(_) => {}
+    }
+    if let Some(a) = job.command.iter().find(|a| a.contains('\0')) {
+        return bad(format!("NUL byte in argument {a:?}"));
+    }
+    for (k, v) in &job.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return bad(format!("invalid environment variable name {k:?}"));
+        }
+        if v.contains('\0') {
+            return bad(format!("NUL byte in the value of {k}"));
+        }
+    }
+    if job.timeout.is_zero() {
+        return bad("zero timeout".into());
+    }
+    Ok(())
+}

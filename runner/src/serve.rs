@@ -1,0 +1,157 @@
+//! `portcullis serve`: the MCP server for approved calls.
+//!
+//! It answers initialize and tools/list from the catalog. A tools/call runs only after its
+//! gateway ticket is verified (signature, expiry, replay, plan hash, tool); then the tool runs
+//! in a fresh sandbox from the configured backend, which is destroyed before the reply.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use portcullis_core::catalog::Catalog;
+use portcullis_core::plan::plan_hash;
+use portcullis_core::ticket::{check_binding, Claims, TicketError, Verifier};
+use portcullis_core::TICKET_HEADER;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::json;
+
+use crate::replay::ReplayGuard;
+use crate::sandbox::Backend;
+use crate::tools::{job_for, render_output};
+
+/// JSON-RPC error code for a call refused by the runner's ticket check.
+pub const TICKET_REFUSED: i32 = -32002;
+
+/// Shared state of the runner's MCP service.
+pub struct Runner {
+    pub catalog: Catalog,
+    pub verifier: Verifier,
+    pub replay: ReplayGuard,
+    pub backend: Arc<dyn Backend>,
+}
+
+/// One MCP session's handler; all sessions share the [`Runner`].
+#[derive(Clone)]
+pub struct Handler(pub Arc<Runner>);
+
+impl Runner {
+    /// Verifies everything a ticket must prove before a call may run. Returns the claims.
+    pub fn admit(&self, ticket: Option<&str>, tool: &str, arguments: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<Claims, Refusal> {
+        let token = ticket.ok_or(Refusal::NoTicket)?;
+        let claims = self.verifier.verify(token).map_err(Refusal::Ticket)?;
+        self.replay.check_and_record(&claims.jti, claims.exp, unix_now()).map_err(Refusal::Ticket)?;
+        let hash = plan_hash(tool, arguments).map_err(|e| Refusal::Arguments(e.to_string()))?;
+        check_binding(&claims, tool, &hash).map_err(Refusal::Ticket)?;
+        Ok(claims)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no gateway ticket: calls are accepted only through the Portcullis gateway")]
+    NoTicket,
+    #[error(transparent)]
+    Ticket(TicketError),
+    #[error("arguments cannot be hashed: {0}")]
+    Arguments(String),
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl ServerHandler for Handler {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
+        info.server_info = Implementation::new("portcullis-runner", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some("Tools run in ephemeral sandboxes; every call needs a Portcullis gateway ticket.".into());
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let tools = self
+            .0
+            .catalog
+            .tools()
+            .map(|t| Tool::new(t.name.clone(), t.description.clone(), Arc::new(t.input_schema.clone())))
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let runner = &self.0;
+        let ticket = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get(TICKET_HEADER))
+            .and_then(|v| v.to_str().ok());
+        let claims = runner.admit(ticket, &request.name, request.arguments.as_ref()).map_err(|refusal| {
+            tracing::warn!(tool = %request.name, %refusal, "call refused");
+            McpError::new(ErrorCode(TICKET_REFUSED), refusal.to_string(), Some(json!({"tool": request.name})))
+        })?;
+        let Some(tool) = runner.catalog.get(&request.name) else {
+            return Err(McpError::invalid_params(format!("tool {} is not in the catalog", request.name), None));
+        };
+        let job = job_for(tool, request.arguments.as_ref(), &claims.decision_id);
+        tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, "running");
+        let out = runner.backend.run(job).await.map_err(|e| {
+            tracing::error!(tool = %tool.name, error = %e, "sandbox failed");
+            McpError::internal_error(format!("sandbox failed: {e}"), None)
+        })?;
+        tracing::info!(tool = %tool.name, exit = ?out.exit_code, timed_out = out.timed_out, ms = out.duration.as_millis() as u64, "finished");
+        let (text, failed) = render_output(&out);
+        let content = vec![ContentBlock::text(text)];
+        Ok(if failed { CallToolResult::error(content) } else { CallToolResult::success(content) }.into())
+    }
+}
+
+/// Everything `serve` needs, resolved from the command line.
+pub struct ServeOptions {
+    pub listen: std::net::SocketAddr,
+    pub catalog: Catalog,
+    pub ticket_public_key_pem: Vec<u8>,
+    pub ticket_issuer: String,
+    pub tls: rustls::ServerConfig,
+    pub backend: Arc<dyn Backend>,
+}
+
+/// Serves MCP on `/mcp` over TLS until `shutdown` resolves.
+pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+    // One second of leeway for clock skew between gateway and runner.
+    let verifier = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
+    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, replay: ReplayGuard::new(1), backend: opts.backend });
+    let mut config = StreamableHttpServerConfig::default();
+    // The gateway forwards the agent's Host header; the runner is reachable only through it.
+    config.allowed_hosts = Vec::new();
+    let service = StreamableHttpService::new(
+        move || Ok(Handler(runner.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let app = axum::Router::new().nest_service("/mcp", service);
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(opts.tls));
+    tracing::info!(listen = %opts.listen, "runner listening (TLS, gateway client certificate required)");
+    axum_server::bind_rustls(opts.listen, tls).handle(handle).serve(app.into_make_service()).await?;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! `portcullis up`: the whole local stack in one command. Generates dev certificates when
+//! missing, builds the plugin configuration, starts the runner (in this process) and Envoy
+//! with the filter, waits until both are ready, and stops both on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+use crate::certs::{self, DevPki};
+use crate::envoy_config::{find_envoy, process_env, render, EnvoyParams};
+use crate::sandbox::local::LocalNamespaces;
+use crate::serve::{serve, ServeOptions};
+use crate::{bundle, tls};
+
+pub const TRUST_DOMAIN: &str = "portcullis.local";
+/// The dev agent identities `up` creates: one per default role, and one with no role.
+pub const DEV_AGENTS: &[&str] = &["reader", "operator", "intruder"];
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub runner_listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub catalog: PathBuf,
+    pub policies: PathBuf,
+    pub wasm: PathBuf,
+    pub stop_on_stdin_eof: bool,
+}
+
+pub async fn up(opts: UpOptions) -> Result<()> {
+    let started = Instant::now();
+    let pki = certs::ensure(&opts.state_dir.join("certs"), TRUST_DOMAIN, DEV_AGENTS).context("dev certificates")?;
+    if !opts.wasm.is_file() {
+        bail!("the filter is not built: {} is missing (run `make build`)", opts.wasm.display());
+    }
+    let envoy_bin = find_envoy(&opts.root, &process_env)?;
+    let plugin_config = bundle::plugin_config(&opts.policies, &opts.catalog, &pki.ticket_signing_key)?;
+    let template = std::fs::read_to_string(opts.root.join("envoy/envoy.yaml")).context("reading envoy/envoy.yaml")?;
+    let params = EnvoyParams {
+        listen_addr: opts.listen,
+        runner_addr: opts.runner_listen,
+        admin_addr: opts.admin,
+        wasm_path: std::path::absolute(&opts.wasm)?,
+        plugin_config_json: plugin_config,
+        pki: pki.clone(),
+    };
+    let rendered = opts.state_dir.join("envoy.yaml");
+    std::fs::write(&rendered, render(&template, &params)?).context("writing the rendered Envoy config")?;
+
+    // The runner, in this process.
+    let (stop_runner, runner_stopped) = oneshot::channel::<()>();
+    let serve_opts = runner_options(&opts, &pki)?;
+    let runner = tokio::spawn(serve(serve_opts, async move {
+        let _ = runner_stopped.await;
+    }));
+
+    let envoy_log = opts.state_dir.join("envoy.log");
+    let mut envoy = start_envoy(&envoy_bin, &rendered, &envoy_log)?;
+    let ready = wait_ready(&mut envoy, opts.admin, &envoy_log, Duration::from_secs(60)).await;
+    if let Err(e) = ready {
+        stop_envoy(&mut envoy).await;
+        let _ = stop_runner.send(());
+        return Err(e);
+    }
+    print_ready(&opts, &pki, started.elapsed(), &envoy_log);
+
+    let result = tokio::select! {
+        _ = shutdown_signal(opts.stop_on_stdin_eof) => Ok(()),
+        status = envoy.wait() => Err(anyhow::anyhow!("envoy exited unexpectedly: {status:?}; see {}", envoy_log.display())),
+        r = runner => Err(anyhow::anyhow!("runner stopped unexpectedly: {r:?}")),
+    };
+    eprintln!("portcullis: stopping");
+    stop_envoy(&mut envoy).await;
+    let _ = stop_runner.send(());
+    result
+}
+
+fn runner_options(opts: &UpOptions, pki: &DevPki) -> Result<ServeOptions> {
+    let gateway_id = certs::spiffe_id(TRUST_DOMAIN, "portcullis", "gateway");
+    let exe = std::env::current_exe().context("locating the portcullis binary")?;
+    Ok(ServeOptions {
+        listen: opts.runner_listen,
+        catalog: bundle::load_catalog(&opts.catalog)?,
+        ticket_public_key_pem: std::fs::read(&pki.ticket_public_key)?,
+        ticket_issuer: "portcullis-gateway".into(),
+        tls: tls::server_config(&pki.runner.cert, &pki.runner.key, &pki.ca_cert, vec![gateway_id])?,
+        backend: Arc::new(LocalNamespaces::new(exe)),
+    })
+}
+
+fn start_envoy(bin: &Path, config: &Path, log: &Path) -> Result<Child> {
+    let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    Command::new(bin)
+        .arg("-c")
+        .arg(config)
+        .args(["--disable-hot-restart", "--concurrency", "2", "-l", "warning", "--component-log-level", "wasm:info"])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
+/// Ready means: Envoy's admin says LIVE and the filter logged that it is configured. A filter
+/// that refused its configuration fails `up` with the filter's own log line.
+async fn wait_ready(envoy: &mut Child, admin: SocketAddr, log: &Path, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = envoy.try_wait()? {
+            bail!("envoy exited during start-up ({status}); see {}:\n{}", log.display(), tail(log));
+        }
+        let log_text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = log_text.lines().find(|l| l.contains("portcullis: refusing to start")) {
+            bail!("the Portcullis filter refused its configuration: {line}");
+        }
+        let configured = log_text.contains("portcullis: configured");
+        if configured && admin_ready(admin).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("envoy not ready after {limit:?}; see {}:\n{}", log.display(), tail(log));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn admin_ready(admin: SocketAddr) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else { return false };
+    let request = format!("GET /ready HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    if s.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).contains("LIVE")
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+async fn stop_envoy(envoy: &mut Child) {
+    if let Some(pid) = envoy.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(5), envoy.wait()).await.is_err() {
+        let _ = envoy.kill().await;
+    }
+}
+
+async fn shutdown_signal(stop_on_stdin_eof: bool) {
+    let stdin_eof = async {
+        if !stop_on_stdin_eof {
+            return std::future::pending().await;
+        }
+        let mut buf = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+        _ = stdin_eof => {}
+    }
+}
+
+fn print_ready(opts: &UpOptions, pki: &DevPki, elapsed: Duration, envoy_log: &Path) {
+    println!("portcullis ready in {:.2}s", elapsed.as_secs_f64());
+    println!("  endpoint:   https://{}/mcp", opts.listen);
+    println!("  CA:         {}", pki.ca_cert.display());
+    for a in &pki.agents {
+        println!("  agent {:<9} {}  cert {}  key {}", a.name, a.spiffe_id, a.cert.display(), a.key.display());
+    }
+    println!("  envoy log:  {}", envoy_log.display());
+    println!("  stop with Ctrl-C");
+}

