@@ -12,23 +12,62 @@
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
-use portcullis_core::error::Rejection;
+use portcullis_core::error::{RejectKind, Rejection};
 use portcullis_core::gateway::{check_transport, Gateway, RequestContext, Transport};
 use portcullis_core::TICKET_HEADER;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
 /// Response header naming the gateway decision, for correlation with the audit trail.
 const DECISION_HEADER: &str = "x-portcullis-decision-id";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { gateway: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { gateway: None, metrics: Metrics::default() }) });
 }}
 
 struct Root {
     gateway: Option<Rc<Gateway>>,
+    metrics: Metrics,
+}
+
+/// Filter metrics, visible in Envoy's stats (Prometheus: `/stats/prometheus`).
+#[derive(Clone, Copy, Default)]
+struct Metrics {
+    allowed: Option<u32>,
+    denied: Option<u32>,
+    invalid: Option<u32>,
+    internal: Option<u32>,
+    /// Time to decide one buffered request, in microseconds.
+    decision_us: Option<u32>,
+}
+
+impl Metrics {
+    fn define() -> Self {
+        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+        Self {
+            allowed: counter("portcullis.requests.allowed"),
+            denied: counter("portcullis.requests.denied"),
+            invalid: counter("portcullis.requests.invalid"),
+            internal: counter("portcullis.requests.internal_error"),
+            decision_us: hostcalls::define_metric(MetricType::Histogram, "portcullis.decision_us").ok(),
+        }
+    }
+
+    fn count(id: Option<u32>) {
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn count_rejection(&self, kind: RejectKind) {
+        Self::count(match kind {
+            RejectKind::Invalid => self.invalid,
+            RejectKind::Denied => self.denied,
+            RejectKind::Internal => self.internal,
+        });
+    }
 }
 
 impl Context for Root {}
@@ -54,6 +93,7 @@ impl RootContext for Root {
                     gateway.policy_version()
                 );
                 self.gateway = Some(Rc::new(gateway));
+                self.metrics = Metrics::define();
                 true
             }
             Err(e) => {
@@ -66,7 +106,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter { gateway: self.gateway.clone(), decision_id: None }))
+        Some(Box::new(Filter { gateway: self.gateway.clone(), metrics: self.metrics, decision_id: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -76,6 +116,7 @@ impl RootContext for Root {
 
 struct Filter {
     gateway: Option<Rc<Gateway>>,
+    metrics: Metrics,
     decision_id: Option<String>,
 }
 
@@ -99,7 +140,7 @@ impl HttpContext for Filter {
             Ok(Transport::Decide) if end_of_stream => self.decide(&[]),
             // Hold the headers until the whole body is buffered and decided.
             Ok(Transport::Decide) => Action::Pause,
-            Err(rejection) => reject(&rejection),
+            Err(rejection) => self.reject(&rejection),
         }
     }
 
@@ -136,9 +177,16 @@ impl Filter {
     fn decide(&mut self, body: &[u8]) -> Action {
         let Some(gateway) = &self.gateway else { return reject_internal() };
         let peer = peer_uri_san();
+        let started = hostcalls::get_current_time().ok();
         let ctx = RequestContext { peer_uri_san: peer.as_deref(), now_unix: now_unix(), entropy: entropy() };
-        match gateway.decide(body, ctx) {
+        let verdict = gateway.decide(body, ctx);
+        if let (Some(id), Some(start), Ok(end)) = (self.metrics.decision_us, started, hostcalls::get_current_time()) {
+            let us = end.duration_since(start).map_or(0, |d| d.as_micros());
+            let _ = hostcalls::record_metric(id, u64::try_from(us).unwrap_or(u64::MAX));
+        }
+        match verdict {
             Ok(allowed) => {
+                Metrics::count(self.metrics.allowed);
                 if let Some(ticket) = &allowed.ticket {
                     if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, TICKET_HEADER, Some(ticket)) {
                         log::error!("portcullis: cannot set ticket header: {status:?}");
@@ -149,13 +197,21 @@ impl Filter {
                 self.decision_id = Some(allowed.decision_id);
                 Action::Continue
             }
-            Err(rejection) => reject(&rejection),
+            Err(rejection) => self.reject(&rejection),
         }
+    }
+
+    fn reject(&self, rejection: &Rejection) -> Action {
+        self.metrics.count_rejection(rejection.kind);
+        reject(rejection)
     }
 
     fn decide_oversized(&mut self, size: usize) -> Action {
         match &self.gateway {
-            Some(gateway) => reject(&gateway.reject_oversized(size)),
+            Some(gateway) => {
+                let rejection = gateway.reject_oversized(size);
+                self.reject(&rejection)
+            }
             None => reject_internal(),
         }
     }

@@ -54,6 +54,8 @@ impl Runner {
 pub enum Refusal {
     #[error("no gateway ticket: calls are accepted only through the Portcullis gateway")]
     NoTicket,
+    #[error("more than one gateway ticket header")]
+    SeveralTickets,
     #[error(transparent)]
     Ticket(TicketError),
     #[error("arguments cannot be hashed: {0}")]
@@ -92,12 +94,18 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let runner = &self.0;
-        let ticket = context
+        let tickets: Vec<&str> = context
             .extensions
             .get::<http::request::Parts>()
-            .and_then(|parts| parts.headers.get(TICKET_HEADER))
-            .and_then(|v| v.to_str().ok());
-        let claims = runner.admit(ticket, &request.name, request.arguments.as_ref()).map_err(|refusal| {
+            .map(|parts| parts.headers.get_all(TICKET_HEADER).iter().filter_map(|v| v.to_str().ok()).collect())
+            .unwrap_or_default();
+        // Exactly one ticket: two would mean something upstream appended instead of replacing.
+        let ticket = match tickets.as_slice() {
+            [one] => Ok(Some(*one)),
+            [] => Ok(None),
+            _ => Err(Refusal::SeveralTickets),
+        };
+        let claims = ticket.and_then(|t| runner.admit(t, &request.name, request.arguments.as_ref())).map_err(|refusal| {
             tracing::warn!(tool = %request.name, %refusal, "call refused");
             McpError::new(ErrorCode(TICKET_REFUSED), refusal.to_string(), Some(json!({"tool": request.name})))
         })?;

@@ -110,6 +110,19 @@ fn host_check_passes() {
         panic!("LocalNamespaces::check failed: {}", chain(&e));
     }
     f.assert_no_job_dirs();
+    // And it fails loudly, naming the cause, when a job cannot be set up.
+    match f
+        .backend
+        .clone()
+        .with_ro_bind("/nonexistent/pc-check")
+        .check()
+    {
+        Err(SandboxError::Unsupported { what, .. }) => {
+            assert!(what.contains("/nonexistent/pc-check"), "{what}")
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    f.assert_no_job_dirs();
 }
 
 #[tokio::test]

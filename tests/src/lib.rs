@@ -1,1 +1,176 @@
-//! End-to-end test support.
+//! End-to-end test support: starts the real stack (`portcullis up`: Envoy with the wasm
+//! filter, and the runner) on free loopback ports, and builds clients with agent certificates.
+//!
+//! Nothing here is mocked. A missing Envoy, filter or runner binary fails loudly.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub mod mcp;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")
+}
+
+/// The `portcullis` binary built by `make build` (release), or `$PORTCULLIS_BIN`.
+pub fn portcullis_bin() -> PathBuf {
+    let bin = std::env::var_os("PORTCULLIS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release/portcullis"));
+    assert!(bin.is_file(), "{} is missing: run `make build` (or `make test`) first", bin.display());
+    bin
+}
+
+pub fn wasm_path() -> PathBuf {
+    let wasm = repo_root().join("target/wasm32-wasip1/wasm/portcullis_filter.wasm");
+    assert!(wasm.is_file(), "{} is missing: run `make build` first", wasm.display());
+    wasm
+}
+
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port")
+}
+
+/// A running stack. Dropping it closes `up`'s stdin, which stops Envoy and the runner.
+pub struct Stack {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub listen: SocketAddr,
+    pub runner: SocketAddr,
+    pub admin: SocketAddr,
+    pub state: tempfile::TempDir,
+    pub ready_after: Duration,
+    stdout_log: PathBuf,
+}
+
+impl Stack {
+    /// Starts `portcullis up` with the repository's policies and example catalog.
+    pub fn start() -> Stack {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> Stack {
+        let state = tempfile::Builder::new().prefix("portcullis-e2e-").tempdir().expect("tempdir");
+        let (listen, runner, admin) = (free_port(), free_port(), free_port());
+        let root = repo_root();
+        let stdout_log = state.path().join("up.log");
+        let started = Instant::now();
+        let mut child = Command::new(portcullis_bin())
+            .current_dir(&root)
+            .args(["up", "--stop-on-stdin-eof", "--root"])
+            .arg(&root)
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["--listen", &listen.to_string(), "--runner-listen", &runner.to_string(), "--admin", &admin.to_string()])
+            .arg("--wasm")
+            .arg(wasm_path())
+            .args(extra_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(state.path().join("up.stderr")).expect("stderr log"))
+            .spawn()
+            .expect("spawning portcullis up");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        let log = stdout_log.clone();
+        std::thread::spawn(move || {
+            let mut out = std::fs::File::create(&log).expect("up.log");
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                use std::io::Write;
+                let _ = writeln!(out, "{line}");
+                if line.starts_with("portcullis ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut stack = Stack { child, stdin, listen, runner, admin, state, ready_after: Duration::ZERO, stdout_log };
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(()) => stack.ready_after = started.elapsed(),
+            Err(_) => panic!("portcullis up did not become ready:\n{}", stack.logs()),
+        }
+        stack
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}/mcp", self.listen)
+    }
+
+    pub fn runner_url(&self) -> String {
+        format!("https://{}/mcp", self.runner)
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.state.path().join("certs")
+    }
+
+    /// PEM identity (key + certificate) of a dev agent, or of `gateway` / `runner`.
+    pub fn identity_pem(&self, name: &str) -> Vec<u8> {
+        let dir = self.certs();
+        let (cert, key) = match name {
+            "gateway" | "runner" => (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem"))),
+            agent => (dir.join(format!("agents/{agent}.pem")), dir.join(format!("agents/{agent}-key.pem"))),
+        };
+        let mut pem = std::fs::read(key).expect("key");
+        pem.extend(std::fs::read(cert).expect("cert"));
+        pem
+    }
+
+    /// An HTTPS client trusting the dev CA, presenting `identity` (an agent name, `gateway`),
+    /// or no client certificate at all.
+    pub fn http_client(&self, identity: Option<&str>) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.certs().join("ca.pem")).expect("ca")).expect("ca pem");
+        let mut b = reqwest::Client::builder().tls_certs_only([ca]).timeout(Duration::from_secs(60));
+        if let Some(name) = identity {
+            b = b.identity(reqwest::Identity::from_pem(&self.identity_pem(name)).expect("identity"));
+        }
+        b.build().expect("client")
+    }
+
+    pub fn envoy_log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    /// Runner (and `up`) log: tracing output on stderr.
+    pub fn runner_log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("up.stderr")).unwrap_or_default()
+    }
+
+    pub fn logs(&self) -> String {
+        format!(
+            "--- up stdout\n{}\n--- up stderr\n{}\n--- envoy\n{}",
+            std::fs::read_to_string(&self.stdout_log).unwrap_or_default(),
+            self.runner_log(),
+            self.envoy_log()
+        )
+    }
+
+    /// Reads a Prometheus-format stat from Envoy's admin.
+    pub fn admin_get(&self, path: &str) -> String {
+        let mut s = std::net::TcpStream::connect(self.admin).expect("admin");
+        use std::io::Write;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").expect("admin write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

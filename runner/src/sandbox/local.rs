@@ -70,7 +70,9 @@ pub struct Limits {
     /// RLIMIT_NOFILE.
     pub open_files: Option<u64>,
     /// RLIMIT_NPROC. Since Linux 5.14 this counts per user namespace, and every job has its
-    /// own, so it bounds the job's processes (fork bombs) without counting the runner's.
+    /// own, so it bounds the job's processes (fork bombs; init counts as one) without
+    /// counting the runner's. Not enforced when the job's host uid is root: see
+    /// [`LocalNamespaces::with_host_user`].
     pub processes: Option<u64>,
     /// Size of the job's `/dev/shm` tmpfs.
     pub shm_bytes: u64,
@@ -99,8 +101,10 @@ pub struct LocalNamespaces {
 }
 
 impl LocalNamespaces {
-    /// `exe` is the portcullis binary (normally `std::env::current_exe()`), re-executed as the
-    /// sandbox's init with the hidden `__sandbox-init` subcommand.
+    /// `exe` is the portcullis binary, re-executed as the sandbox's init with the hidden
+    /// `__sandbox-init` subcommand. Prefer `/proc/self/exe` (resolved in the forked child, so
+    /// always the running binary even after an upgrade replaced the file on disk) over
+    /// `std::env::current_exe()` (a path, which could then be a different version).
     pub fn new(exe: PathBuf) -> Self {
         LocalNamespaces {
             exe,
@@ -157,8 +161,8 @@ impl LocalNamespaces {
     pub fn check(&self) -> Result<(), SandboxError> {
         let this = self.clone();
         let (tx, rx) = std::sync::mpsc::channel();
-        // A thread so that a wedged probe cannot hang the caller; it is bounded anyway by the
-        // job's own timeout handling below.
+        // A thread, so that a wedged probe (it waits without a deadline) cannot hang the
+        // caller; it would be leaked, but startup fails loudly.
         std::thread::spawn(move || {
             let _ = tx.send(this.probe());
         });
@@ -218,11 +222,8 @@ impl LocalNamespaces {
             .map_err(|e| io_err("waiting for the probe", e))?;
         drop(lifeline_w);
         jobdir.remove()?;
-        if !msg.is_empty() {
-            return Err(unsupported(
-                format!("probe job failed: {}", msg.describe("")),
-                None,
-            ));
+        if let Some(e) = msg.to_error("true") {
+            return Err(unsupported(format!("probe job failed: {e}"), None));
         }
         if !status.success() {
             return Err(unsupported(
@@ -380,14 +381,11 @@ fn io_err(context: &str, source: io::Error) -> SandboxError {
     }
 }
 
-/// Checks that this host can run sandboxed jobs, by running `true` in one with the current
-/// executable as init. `serve` calls this at startup to refuse to run rather than fail later.
+/// Checks that this host can run sandboxed jobs, by running `true` in one with the running
+/// executable as init (so only meaningful in the `portcullis` binary). `serve` calls this at
+/// startup to refuse to run rather than fail later.
 pub fn host_supports_namespaces() -> Result<(), SandboxError> {
-    let exe = std::env::current_exe().map_err(|e| SandboxError::Unsupported {
-        what: "cannot locate the portcullis executable".into(),
-        source: Some(e),
-    })?;
-    LocalNamespaces::new(exe).check()
+    LocalNamespaces::new(PathBuf::from("/proc/self/exe")).check()
 }
 
 /// Kernel settings that commonly disable unprivileged user namespaces, as a suffix for errors.

@@ -6,9 +6,6 @@
 //! Linux-specific, so a Kubernetes backend (a namespace per job, created then deleted) fits
 //! the same trait as [`local::LocalNamespaces`] (fresh Linux namespaces per job).
 
-// The runner binary only uses `local::init_main` until `serve` is wired to a backend.
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 pub mod local;

@@ -1,0 +1,3 @@
+mod direct;
+mod gateway;
+mod plan_hash;
