@@ -6,7 +6,7 @@
 # config, so every file a config references must exist and be valid:
 #   - the certificates, keys and CA under .portcullis/certs/ are read and parsed; a missing or
 #     garbage file fails validation. Missing ones are created here with
-#     `cargo run -q -p portcullis-runner -- certs --dir .portcullis/certs`.
+#     `cargo run -q --release -p portcullis-runner -- certs --dir .portcullis/certs`.
 #   - the wasm module is loaded into V8, and the plugin's on_vm_start and on_configure run with
 #     the plugin configuration written in the file. The checked-in configuration is a
 #     placeholder (the real one carries the ticket signing key, so it only exists rendered, at
@@ -48,7 +48,7 @@ for f in ca.pem ca-key.pem gateway.pem gateway-key.pem runner.pem runner-key.pem
 done
 if ((${#missing_certs[@]})); then
     say "dev certificates missing in $CERT_DIR (${missing_certs[*]}); creating them"
-    cargo run -q -p portcullis-runner -- certs --dir "$CERT_DIR" \
+    cargo run -q --release -p portcullis-runner -- certs --dir "$CERT_DIR" \
         || die "could not create dev certificates with 'portcullis certs --dir $CERT_DIR'"
 fi
 
