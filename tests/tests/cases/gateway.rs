@@ -187,3 +187,29 @@ async fn filter_metrics_are_in_envoy_stats() {
     let prom = s.admin_get("/stats/prometheus?filter=portcullis");
     assert!(prom.contains("portcullis_decision_us_bucket"), "{prom}");
 }
+
+/// Prints (does not assert) the median latency of one allowed tools/call through the whole
+/// stack: TLS client → Envoy → filter → runner → sandbox → back. `make bench` measures more.
+#[tokio::test]
+async fn report_median_latency_of_an_allowed_call() {
+    let s = stack();
+    let http = s.http_client(Some("reader"));
+    let session = open_session(&http, &s.url()).await.unwrap();
+    let body = tools_call(1, "word_count", json!({"text": "one two three"}));
+    let mut samples = Vec::new();
+    for _ in 0..60 {
+        let t = std::time::Instant::now();
+        let r = post(&http, &s.url(), Some(&session), &[], &body).await.unwrap();
+        samples.push(t.elapsed());
+        assert_eq!(r.message["result"]["content"][0]["text"].as_str().unwrap().trim(), "3", "{}", r.text);
+    }
+    samples.drain(..10); // warm-up: connection set-up and first sandboxes
+    samples.sort();
+    eprintln!(
+        "allowed tools/call through the whole stack: median {:?}, min {:?}, max {:?} over {} calls",
+        samples[samples.len() / 2],
+        samples[0],
+        samples[samples.len() - 1],
+        samples.len()
+    );
+}
