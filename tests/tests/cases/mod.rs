@@ -1,3 +1,4 @@
+mod config;
 mod direct;
 mod gateway;
 mod plan_hash;
