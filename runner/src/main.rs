@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use portcullis_runner::sandbox::{self, local::LocalNamespaces};
+use portcullis_runner::sandbox;
 use portcullis_runner::up::{self, UpOptions, DEV_AGENTS, TRUST_DOMAIN};
 use portcullis_runner::{bundle, certs, serve, tls};
 
@@ -148,7 +148,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 ticket_public_key_pem: std::fs::read(&ticket_public_key).with_context(|| format!("reading {}", ticket_public_key.display()))?,
                 ticket_issuer,
                 tls: tls::server_config(&tls_cert, &tls_key, &client_ca, gateway_id)?,
-                backend: Arc::new(LocalNamespaces::new(exe)),
+                backend: Arc::new(up::local_backend(exe)),
             };
             runtime()?.block_on(serve::serve(opts, async {
                 let _ = tokio::signal::ctrl_c().await;

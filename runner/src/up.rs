@@ -93,8 +93,22 @@ fn runner_options(opts: &UpOptions, pki: &DevPki) -> Result<ServeOptions> {
         ticket_public_key_pem: std::fs::read(&pki.ticket_public_key)?,
         ticket_issuer: "portcullis-gateway".into(),
         tls: tls::server_config(&pki.runner.cert, &pki.runner.key, &pki.ca_cert, vec![gateway_id])?,
-        backend: Arc::new(LocalNamespaces::new(exe)),
+        backend: Arc::new(local_backend(exe)),
     })
+}
+
+/// Host uid/gid that jobs run as when the runner runs as root: one no other process uses, so
+/// no host process owns the jobs' user namespaces, and the per-uid process limit applies.
+pub const JOB_HOST_ID: u32 = 2_000_000_000;
+
+/// The local namespace backend; as root, jobs run as [`JOB_HOST_ID`] instead of host root.
+pub fn local_backend(exe: PathBuf) -> LocalNamespaces {
+    let backend = LocalNamespaces::new(exe);
+    if nix::unistd::geteuid().is_root() {
+        backend.with_host_user(JOB_HOST_ID, JOB_HOST_ID)
+    } else {
+        backend
+    }
 }
 
 fn start_envoy(bin: &Path, config: &Path, log: &Path) -> Result<Child> {
