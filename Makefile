@@ -31,8 +31,14 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p portcullis-core -p portcullis-filter --target wasm32-wasip1 -- -D warnings
 
+# The policy under real OPA (Go engine, from .venv) must decide every case in policies/cases and
+# pass every Rego unit test exactly as regorus (the release runner's `policy eval`) does.
+.PHONY: check-opa
+check-opa: setup runner
+	.venv/bin/python tests/opa/cross_check.py
+
 # Every test. End-to-end tests start the release runner and real Envoy with the built filter.
-test: build validate-envoy lint
+test: build validate-envoy lint check-opa
 	$(PORTCULLIS) policy test
 	$(CARGO) test --workspace --release -- --include-ignored
 

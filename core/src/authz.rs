@@ -110,10 +110,14 @@ impl Authorizer {
     }
 
     pub fn decide(&self, input: &PolicyInput<'_>) -> Result<Decision, AuthzError> {
-        let input = serde_json::to_value(input).map_err(|e| AuthzError::Eval(e.to_string()))?;
+        self.decide_value(&serde_json::to_value(input).map_err(|e| AuthzError::Eval(e.to_string()))?)
+    }
+
+    /// Decides for any input document (policy tooling evaluates hand-written inputs).
+    pub fn decide_value(&self, input: &Value) -> Result<Decision, AuthzError> {
         let out = self
             .compiled
-            .eval_with_input(regorus::Value::from(input))
+            .eval_with_input(regorus::Value::from(input.clone()))
             .map_err(|e| AuthzError::Eval(e.to_string()))?;
         if out == regorus::Value::Undefined {
             // Fail closed: a bundle that yields nothing for this input denies it.

@@ -110,6 +110,24 @@ enum PolicyCommand {
         #[arg(long, default_value = "catalog/example.yaml")]
         catalog: PathBuf,
     },
+    /// Evaluate `data.portcullis.authz.decision` for one input document with regorus.
+    ///
+    /// Prints the decision document, then its verdict, reasons and rule ids. The input is the
+    /// JSON document policy sees as `input` (see `PolicyInput`: method, tool, arguments,
+    /// plan_hash, workload, user).
+    #[command(after_help = "Exit status: 0 allowed, 3 denied, 64 bad input (unreadable or invalid JSON, duplicate keys), or a policy bundle or catalog that does not load, compile or evaluate.")]
+    Eval {
+        /// JSON input document (`-` for stdin).
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        #[arg(long, default_value = "catalog/example.yaml")]
+        catalog: PathBuf,
+        /// Print only the decision document (one line of JSON) on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -182,6 +200,9 @@ fn run(command: Command) -> Result<ExitCode> {
             if failed > 0 || outcomes.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Policy { command: PolicyCommand::Eval { input, policies, catalog, json } } => {
+            return portcullis_runner::policy_cli::eval_command(&input, &policies, &catalog, json);
         }
         Command::SandboxInit { .. } => bail!("__sandbox-init is internal"),
     }
