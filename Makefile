@@ -42,6 +42,14 @@ test: build validate-envoy lint check-opa
 	$(PORTCULLIS) policy test
 	$(CARGO) test --workspace --release -- --include-ignored
 
+# Benchmarks (bench/README.md): criterion micro-benchmarks of core, then the end-to-end run on
+# loopback (Envoy with/without the filter, static upstream and real runner, sandbox, memory),
+# which prints one table and writes target/bench/results.json. About 10 minutes on 2 cores.
+.PHONY: bench
+bench: build
+	$(CARGO) bench -p portcullis-bench-micro -p portcullis-runner --bench core
+	$(CARGO) run --release -p portcullis-bench -- --out target/bench/results.json
+
 clean:
 	$(CARGO) clean
 	rm -rf .portcullis

@@ -57,12 +57,8 @@ enum Command {
         ticket_public_key: PathBuf,
         #[arg(long, default_value = "portcullis-gateway")]
         ticket_issuer: String,
-        #[arg(long)]
-        tls_cert: PathBuf,
-        #[arg(long)]
-        tls_key: PathBuf,
-        #[arg(long)]
-        client_ca: PathBuf,
+        #[command(flatten)]
+        tls: tls::ServerTlsArgs,
         /// SPIFFE ID the gateway's client certificate must carry (repeatable).
         #[arg(long, required = true)]
         gateway_id: Vec<String>,
@@ -157,7 +153,7 @@ fn run(command: Command) -> Result<ExitCode> {
             let opts = UpOptions { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof };
             runtime()?.block_on(up::up(opts))?;
         }
-        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls_cert, tls_key, client_ca, gateway_id } => {
+        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id } => {
             let exe = std::env::current_exe()?;
             sandbox::local::host_supports_namespaces().context("the local sandbox backend cannot run here")?;
             let opts = serve::ServeOptions {
@@ -165,7 +161,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 catalog: bundle::load_catalog(&catalog)?,
                 ticket_public_key_pem: std::fs::read(&ticket_public_key).with_context(|| format!("reading {}", ticket_public_key.display()))?,
                 ticket_issuer,
-                tls: tls::server_config(&tls_cert, &tls_key, &client_ca, gateway_id)?,
+                tls: tls.server_config(gateway_id)?,
                 backend: Arc::new(up::local_backend(exe)),
             };
             runtime()?.block_on(serve::serve(opts, async {

@@ -158,8 +158,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
         shutdown.await;
         h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     });
-    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(opts.tls));
     tracing::info!(listen = %opts.listen, "runner listening (TLS, gateway client certificate required)");
-    axum_server::bind_rustls(opts.listen, tls).handle(handle).serve(app.into_make_service()).await?;
+    crate::tls::bind(opts.listen, opts.tls).handle(handle).serve(app.into_make_service()).await?;
     Ok(())
 }
