@@ -68,12 +68,25 @@ allowed if {
 	count(denies) == 0
 }
 
-decision := {
-	"allow": true,
-	"require_approval": false,
-	"reasons": [sprintf("allowed by %s", [concat(", ", sort(allows))])],
-	"rule_ids": sort(allows),
-} if allowed
+decision := object.union(
+	{
+		"allow": true,
+		"require_approval": false,
+		"reasons": [sprintf("allowed by %s", [concat(", ", sort(allows))])],
+		"rule_ids": sort(allows),
+	},
+	listing,
+) if allowed
+
+# tools/list answers are trimmed to exactly the tools a tools/call would be allowed for.
+listing := {"visible_tools": sort([name |
+	some name, t in data.portcullis.catalog.tools
+	t.risk != "irreversible"
+	some r in roles
+	role_permits(data.portcullis.roles[r], t)
+])} if input.method == "tools/list"
+
+else := {}
 
 decision := {
 	"allow": false,

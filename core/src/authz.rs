@@ -73,6 +73,10 @@ pub struct Decision {
     pub reasons: Vec<String>,
     #[serde(default)]
     pub rule_ids: Vec<String>,
+    /// For tools/list: the tools this caller may call. The filter trims the upstream's list to
+    /// exactly these; absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_tools: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +130,7 @@ impl Authorizer {
                 require_approval: false,
                 reasons: vec!["policy produced no decision for this request".into()],
                 rule_ids: vec!["portcullis.undefined".into()],
+                visible_tools: None,
             });
         }
         let out = serde_json::to_value(&out).map_err(|e| AuthzError::Malformed(e.to_string()))?;

@@ -6,6 +6,7 @@ use crate::authz::{AuthzError, Authorizer, PolicyBundle};
 use crate::catalog::{Catalog, CatalogError};
 use crate::gateway::Gateway;
 use crate::json::Limits;
+use crate::ratelimit::{RateLimitError, RateLimits, RawRateLimits};
 use crate::ticket::{Signer, TicketError};
 
 #[derive(Debug, Deserialize)]
@@ -16,6 +17,9 @@ pub struct RawConfig {
     pub ticket: RawTicket,
     #[serde(default)]
     pub limits: RawLimits,
+    /// Per-workload token buckets; absent means no rate limiting.
+    #[serde(default)]
+    pub rate_limits: Option<RawRateLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +75,8 @@ pub enum ConfigError {
     Ttl(u64),
     #[error("limits: {0}")]
     Limits(String),
+    #[error(transparent)]
+    RateLimits(#[from] RateLimitError),
 }
 
 impl Gateway {
@@ -92,6 +98,7 @@ impl Gateway {
             return Err(ConfigError::Limits("max_body_bytes and max_depth must be positive".into()));
         }
         let limits = Limits { max_body_bytes: raw.limits.max_body_bytes, max_depth: raw.limits.max_depth };
-        Ok(Gateway::new(limits, catalog, authorizer, signer))
+        let rate_limits = raw.rate_limits.as_ref().map(RateLimits::from_raw).transpose()?;
+        Ok(Gateway::new(limits, catalog, authorizer, signer).with_rate_limits(rate_limits))
     }
 }

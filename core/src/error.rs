@@ -11,6 +11,8 @@ pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
 /// Implementation-defined server error: the call was denied by policy or identity checks.
 pub const DENIED: i64 = -32001;
+/// Implementation-defined server error: the workload is over its rate limit (HTTP 429).
+pub const RATE_LIMITED: i64 = -32003;
 
 /// Why the gateway refused a request, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub enum RejectKind {
     Invalid,
     /// Policy or identity said no.
     Denied,
+    /// The workload is over its rate limit.
+    RateLimited,
     /// The gateway itself failed; it fails closed.
     Internal,
 }
@@ -32,11 +36,13 @@ pub struct Rejection {
     pub message: String,
     pub id: Option<Id>,
     pub data: Option<Value>,
+    /// Seconds for the `retry-after` header (rate limiting).
+    pub retry_after: Option<u64>,
 }
 
 impl Rejection {
     pub fn new(kind: RejectKind, status: u16, code: i64, message: impl Into<String>, id: Option<Id>) -> Self {
-        Self { kind, status, code, message: message.into(), id, data: None }
+        Self { kind, status, code, message: message.into(), id, data: None, retry_after: None }
     }
 
     /// The gateway itself failed: refuse (fail closed) with a 500.

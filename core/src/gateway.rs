@@ -5,10 +5,11 @@ use serde_json::{json, Value};
 
 use crate::authz::{Authorizer, Decision, PolicyInput, Workload};
 use crate::catalog::Catalog;
-use crate::error::{RejectKind, Rejection, DENIED, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR};
+use crate::error::{RejectKind, Rejection, DENIED, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RATE_LIMITED};
 use crate::json::{parse_strict, Limits, StrictJsonError};
 use crate::jsonrpc::{self, Id, Method, RpcError};
 use crate::plan::plan_hash;
+use crate::ratelimit::RateLimits;
 use crate::ticket::{Claims, Signer, AUDIENCE};
 
 /// A configured gateway: everything compiled once at plugin configuration.
@@ -17,6 +18,7 @@ pub struct Gateway {
     catalog: Catalog,
     authorizer: Authorizer,
     signer: Signer,
+    rate_limits: Option<RateLimits>,
 }
 
 /// Per-request facts the host supplies.
@@ -46,7 +48,33 @@ pub type Verdict = Result<Allowed, Rejection>;
 
 impl Gateway {
     pub fn new(limits: Limits, catalog: Catalog, authorizer: Authorizer, signer: Signer) -> Self {
-        Self { limits, catalog, authorizer, signer }
+        Self { limits, catalog, authorizer, signer, rate_limits: None }
+    }
+
+    pub fn with_rate_limits(mut self, rate_limits: Option<RateLimits>) -> Self {
+        self.rate_limits = rate_limits;
+        self
+    }
+
+    /// Per-workload token buckets, when configured.
+    pub fn rate_limits(&self) -> Option<&RateLimits> {
+        self.rate_limits.as_ref()
+    }
+
+    /// The 429 for a workload over its limit. The body has not been validated yet (limiting
+    /// comes first, so floods cost little), so the id is recovered leniently for the reply.
+    pub fn reject_rate_limited(&self, body: &[u8], workload: &str, retry_after_seconds: u64) -> Rejection {
+        let id = serde_json::from_slice::<Value>(body).ok().and_then(|v| jsonrpc::recover_id(&v));
+        let mut rejection = Rejection::new(
+            RejectKind::RateLimited,
+            429,
+            RATE_LIMITED,
+            format!("rate limit exceeded for {workload}; retry after {retry_after_seconds} s"),
+            id,
+        )
+        .with_data(json!({"retry_after_seconds": retry_after_seconds}));
+        rejection.retry_after = Some(retry_after_seconds);
+        rejection
     }
 
     pub fn limits(&self) -> Limits {

@@ -16,7 +16,9 @@ pub mod error;
 pub mod gateway;
 pub mod json;
 pub mod jsonrpc;
+pub mod listing;
 pub mod plan;
+pub mod ratelimit;
 pub mod ticket;
 
 /// The HTTP header that carries the gateway's ticket to the runner.

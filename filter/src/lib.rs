@@ -9,7 +9,12 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))] // bounds via get()
 #![forbid(unsafe_code)]
 
+mod listing;
+mod ratelimit;
+
 use std::rc::Rc;
+
+use listing::Listing;
 use std::time::UNIX_EPOCH;
 
 use portcullis_core::error::{RejectKind, Rejection};
@@ -36,7 +41,10 @@ struct Root {
 #[derive(Clone, Copy, Default)]
 struct Metrics {
     allowed: Option<u32>,
+    /// Allowed, but the runner holds the call for human approval.
+    approval_required: Option<u32>,
     denied: Option<u32>,
+    rate_limited: Option<u32>,
     invalid: Option<u32>,
     internal: Option<u32>,
     /// Time to decide one buffered request, in microseconds.
@@ -48,7 +56,9 @@ impl Metrics {
         let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
         Self {
             allowed: counter("portcullis.requests.allowed"),
+            approval_required: counter("portcullis.requests.approval_required"),
             denied: counter("portcullis.requests.denied"),
+            rate_limited: counter("portcullis.requests.rate_limited"),
             invalid: counter("portcullis.requests.invalid"),
             internal: counter("portcullis.requests.internal_error"),
             decision_us: hostcalls::define_metric(MetricType::Histogram, "portcullis.decision_us").ok(),
@@ -65,6 +75,7 @@ impl Metrics {
         Self::count(match kind {
             RejectKind::Invalid => self.invalid,
             RejectKind::Denied => self.denied,
+            RejectKind::RateLimited => self.rate_limited,
             RejectKind::Internal => self.internal,
         });
     }
@@ -106,7 +117,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter { gateway: self.gateway.clone(), metrics: self.metrics, decision_id: None }))
+        Some(Box::new(Filter { gateway: self.gateway.clone(), metrics: self.metrics, decision_id: None, listing: Listing::Off }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -118,6 +129,8 @@ struct Filter {
     gateway: Option<Rc<Gateway>>,
     metrics: Metrics,
     decision_id: Option<String>,
+    /// Set for an allowed tools/list: how to trim the answer.
+    listing: Listing,
 }
 
 impl Context for Filter {}
@@ -136,7 +149,10 @@ impl HttpContext for Filter {
         let content_type = header("content-type");
         let peer = peer_uri_san();
         match check_transport(method.as_deref().unwrap_or(""), content_type.as_deref(), peer.as_deref()) {
-            Ok(Transport::IdentityOnly) => Action::Continue,
+            Ok(Transport::IdentityOnly) => match self.gateway.as_deref().and_then(|g| ratelimit::check(g, peer.as_deref(), &[])) {
+                Some(rejection) => self.reject(&rejection),
+                None => Action::Continue,
+            },
             Ok(Transport::Decide) if end_of_stream => self.decide(&[]),
             // Hold the headers until the whole body is buffered and decided.
             Ok(Transport::Decide) => Action::Pause,
@@ -169,7 +185,12 @@ impl HttpContext for Filter {
                 log::warn!("portcullis: cannot set {DECISION_HEADER}: {status:?}");
             }
         }
+        self.listing.on_headers();
         Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.listing.on_body(body_size, end_of_stream)
     }
 }
 
@@ -177,6 +198,9 @@ impl Filter {
     fn decide(&mut self, body: &[u8]) -> Action {
         let Some(gateway) = &self.gateway else { return reject_internal() };
         let peer = peer_uri_san();
+        if let Some(rejection) = ratelimit::check(gateway, peer.as_deref(), body) {
+            return self.reject(&rejection);
+        }
         let started = hostcalls::get_current_time().ok();
         let ctx = RequestContext { peer_uri_san: peer.as_deref(), now_unix: now_unix(), entropy: entropy() };
         let verdict = gateway.decide(body, ctx);
@@ -187,6 +211,12 @@ impl Filter {
         match verdict {
             Ok(allowed) => {
                 Metrics::count(self.metrics.allowed);
+                if allowed.decision.require_approval {
+                    Metrics::count(self.metrics.approval_required);
+                }
+                if allowed.method == "tools/list" {
+                    self.listing = Listing::for_tools_list(allowed.decision.visible_tools.clone(), allowed.id.clone());
+                }
                 if let Some(ticket) = &allowed.ticket {
                     if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, TICKET_HEADER, Some(ticket)) {
                         log::error!("portcullis: cannot set ticket header: {status:?}");
@@ -247,7 +277,11 @@ fn entropy() -> [u8; 16] {
 
 fn reject(rejection: &Rejection) -> Action {
     let body = rejection.body();
-    let headers = vec![("content-type", "application/json")];
+    let retry_after = rejection.retry_after.map(|s| s.to_string());
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(seconds) = retry_after.as_deref() {
+        headers.push(("retry-after", seconds));
+    }
     if let Err(status) = hostcalls::send_http_response(u32::from(rejection.status), headers, Some(&body)) {
         log::error!("portcullis: cannot send rejection: {status:?}");
     }

@@ -62,3 +62,26 @@ pub fn plugin_config(policy_dir: &Path, catalog_path: &Path, signing_key: &Path)
     portcullis_core::gateway::Gateway::from_config_json(config.as_bytes()).context("the plugin configuration does not build a gateway")?;
     Ok(config)
 }
+
+/// Plugin-configuration sections an operator may set beside the bundle (`up --gateway-settings`).
+const SETTINGS: &[&str] = &["limits", "rate_limits"];
+
+/// Merges a settings file (YAML or JSON object with keys among [`SETTINGS`]) into a plugin
+/// configuration and checks the result builds a gateway.
+pub fn with_settings(config: String, settings: Option<&Path>) -> Result<String> {
+    let Some(path) = settings else { return Ok(config) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let extra: serde_json::Map<String, Value> =
+        serde_yaml::from_str(&text).with_context(|| format!("{}: expected a mapping of settings", path.display()))?;
+    let mut config: serde_json::Map<String, Value> = serde_json::from_str(&config)?;
+    for (key, value) in extra {
+        if !SETTINGS.contains(&key.as_str()) {
+            bail!("{}: unknown setting {key:?} (expected one of {SETTINGS:?})", path.display());
+        }
+        config.insert(key, value);
+    }
+    let config = Value::Object(config).to_string();
+    portcullis_core::gateway::Gateway::from_config_json(config.as_bytes())
+        .with_context(|| format!("{}: the settings do not build a gateway", path.display()))?;
+    Ok(config)
+}

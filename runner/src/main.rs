@@ -45,6 +45,12 @@ enum Command {
         /// stack goes down with its parent, whichever way the parent exits).
         #[arg(long, hide = true)]
         stop_on_stdin_eof: bool,
+        /// YAML/JSON file with extra plugin-configuration sections: `rate_limits`, `limits`.
+        #[arg(long)]
+        gateway_settings: Option<PathBuf>,
+        /// The runner answers with `application/json` bodies instead of event streams.
+        #[arg(long)]
+        json_response: bool,
     },
     /// Run the runner's MCP server (TLS; only the gateway's client certificate is accepted).
     Serve {
@@ -148,9 +154,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Up { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof } => {
+        Command::Up { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response } => {
             std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
-            let opts = UpOptions { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof };
+            let opts = UpOptions { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response };
             runtime()?.block_on(up::up(opts))?;
         }
         Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id } => {
@@ -163,6 +169,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 ticket_issuer,
                 tls: tls.server_config(gateway_id)?,
                 backend: Arc::new(up::local_backend(exe)),
+                json_response: false,
             };
             runtime()?.block_on(serve::serve(opts, async {
                 let _ = tokio::signal::ctrl_c().await;

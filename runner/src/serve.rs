@@ -133,6 +133,8 @@ pub struct ServeOptions {
     pub ticket_issuer: String,
     pub tls: rustls::ServerConfig,
     pub backend: Arc<dyn Backend>,
+    /// Answer single requests with `application/json` instead of an event stream.
+    pub json_response: bool,
 }
 
 /// Serves MCP on `/mcp` over TLS until `shutdown` resolves.
@@ -144,6 +146,11 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
     let verifier = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let runner = Arc::new(Runner { catalog: opts.catalog, verifier, replay: ReplayGuard::new(1), backend: opts.backend });
     let mut config = StreamableHttpServerConfig::default();
+    if opts.json_response {
+        // JSON answers need the stateless mode in rmcp; sessions are not used by the gateway.
+        config.legacy_session_mode = false;
+        config.json_response = true;
+    }
     // The gateway forwards the agent's Host header; the runner is reachable only through it.
     config.allowed_hosts = Vec::new();
     let service = StreamableHttpService::new(

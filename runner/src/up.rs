@@ -34,6 +34,10 @@ pub struct UpOptions {
     pub policies: PathBuf,
     pub wasm: PathBuf,
     pub stop_on_stdin_eof: bool,
+    /// Extra plugin-configuration sections (rate limits, body limits).
+    pub gateway_settings: Option<PathBuf>,
+    /// The runner answers with JSON bodies instead of event streams.
+    pub json_response: bool,
 }
 
 pub async fn up(opts: UpOptions) -> Result<()> {
@@ -44,6 +48,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     }
     let envoy_bin = find_envoy(&opts.root, &process_env)?;
     let plugin_config = bundle::plugin_config(&opts.policies, &opts.catalog, &pki.ticket_signing_key)?;
+    let plugin_config = bundle::with_settings(plugin_config, opts.gateway_settings.as_deref())?;
     let template = std::fs::read_to_string(opts.root.join("envoy/envoy.yaml")).context("reading envoy/envoy.yaml")?;
     let params = EnvoyParams {
         listen_addr: opts.listen,
@@ -94,6 +99,7 @@ fn runner_options(opts: &UpOptions, pki: &DevPki) -> Result<ServeOptions> {
         ticket_issuer: "portcullis-gateway".into(),
         tls: tls::server_config(&pki.runner.cert, &pki.runner.key, &pki.ca_cert, vec![gateway_id])?,
         backend: Arc::new(local_backend(exe)),
+        json_response: opts.json_response,
     })
 }
 

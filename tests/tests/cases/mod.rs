@@ -2,3 +2,5 @@ mod config;
 mod direct;
 mod gateway;
 mod plan_hash;
+mod listing;
+mod ratelimit;
