@@ -1,7 +1,7 @@
 //! The gateway's ticket: a short-lived EdDSA JWT that binds one allowed call (workload, user,
 //! tool, plan hash, decision) for the runner, which re-verifies it.
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 /// Audience of every ticket: only the runner accepts them.
@@ -32,8 +32,10 @@ pub struct Claims {
 pub enum TicketError {
     #[error("ticket key is not valid: {0}")]
     Key(#[source] jsonwebtoken::errors::Error),
-    #[error("cannot sign ticket: {0}")]
-    Sign(#[source] jsonwebtoken::errors::Error),
+    #[error("ticket signing key is not a PKCS#8 Ed25519 PEM key: {0}")]
+    KeyFormat(String),
+    #[error("cannot encode ticket claims: {0}")]
+    Encode(String),
     #[error("ticket expired")]
     Expired,
     #[error("ticket rejected: {0}")]
@@ -47,20 +49,42 @@ pub enum TicketError {
 }
 
 /// Signs tickets with the gateway's Ed25519 key.
+///
+/// The key is parsed once, at configuration: `jsonwebtoken::encode` re-parses its PKCS#8 key
+/// on every call, which cost as much as the signature itself. The token is a plain compact
+/// JWS (RFC 7515) with `alg: EdDSA` (RFC 8037), so any JWT library verifies it; the runner
+/// uses jsonwebtoken, and a test checks the two agree.
 pub struct Signer {
-    key: EncodingKey,
+    key: ed25519_dalek::SigningKey,
     pub issuer: String,
     pub ttl_seconds: u64,
 }
 
+/// `{"typ":"JWT","alg":"EdDSA"}`, base64url: the same for every ticket.
+const HEADER_B64: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJFZERTQSJ9";
+
 impl Signer {
     /// `pem` is a PKCS#8 Ed25519 private key.
     pub fn from_pem(pem: &[u8], issuer: String, ttl_seconds: u64) -> Result<Self, TicketError> {
-        Ok(Self { key: EncodingKey::from_ed_pem(pem).map_err(TicketError::Key)?, issuer, ttl_seconds })
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let pem = std::str::from_utf8(pem).map_err(|e| TicketError::KeyFormat(e.to_string()))?;
+        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(|e| TicketError::KeyFormat(e.to_string()))?;
+        Ok(Self { key, issuer, ttl_seconds })
     }
 
     pub fn sign(&self, claims: &Claims) -> Result<String, TicketError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.key).map_err(TicketError::Sign)
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use ed25519_dalek::Signer as _;
+        let payload = serde_json::to_vec(claims).map_err(|e| TicketError::Encode(e.to_string()))?;
+        let mut token = String::with_capacity(HEADER_B64.len() + payload.len() * 4 / 3 + 100);
+        token.push_str(HEADER_B64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+        let signature = self.key.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+        Ok(token)
     }
 }
 
@@ -103,4 +127,51 @@ pub fn check_binding(claims: &Claims, tool: &str, plan_hash: &str) -> Result<(),
         return Err(TicketError::PlanMismatch { ticket: claims.plan_hash.clone(), call: plan_hash.to_owned() });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A throwaway test key (RFC 8032 test vector 1's secret, as PKCS#8) and its SPKI.
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n-----END PRIVATE KEY-----\n";
+    const PUB: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----\n";
+
+    fn claims(now: u64) -> Claims {
+        Claims {
+            iss: "portcullis-gateway".into(),
+            aud: AUDIENCE.into(),
+            sub: "spiffe://td/ns/a/sa/b".into(),
+            user: Some("alice".into()),
+            tool: "t".into(),
+            plan_hash: "sha256:00".into(),
+            decision_id: "d".into(),
+            require_approval: false,
+            policy_version: "v".into(),
+            jti: "j".into(),
+            iat: now,
+            exp: now + 30,
+        }
+    }
+
+    #[test]
+    fn tickets_verify_with_jsonwebtoken_and_tampering_fails() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let signer = Signer::from_pem(KEY.as_bytes(), "portcullis-gateway".into(), 30).unwrap();
+        let verifier = Verifier::from_pem(PUB.as_bytes(), "portcullis-gateway", 0).unwrap();
+        let token = signer.sign(&claims(now)).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(verifier.verify(&token).unwrap(), claims(now));
+        let mut forged = token.clone().into_bytes();
+        let mid = forged.len() / 2;
+        forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
+        assert!(verifier.verify(&String::from_utf8(forged).unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_key_that_is_not_ed25519_pkcs8_is_refused() {
+        assert!(matches!(Signer::from_pem(b"not a key", "i".into(), 30), Err(TicketError::KeyFormat(_))));
+        assert!(Signer::from_pem(PUB.as_bytes(), "i".into(), 30).is_err());
+    }
 }
