@@ -73,6 +73,9 @@ pub struct Decision {
     pub reasons: Vec<String>,
     #[serde(default)]
     pub rule_ids: Vec<String>,
+    /// For `tools/list`: the catalog tools this caller may call (with some valid arguments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_tools: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +129,7 @@ impl Authorizer {
                 require_approval: false,
                 reasons: vec!["policy produced no decision for this request".into()],
                 rule_ids: vec!["portcullis.undefined".into()],
+                visible_tools: None,
             });
         }
         let out = serde_json::to_value(&out).map_err(|e| AuthzError::Malformed(e.to_string()))?;
