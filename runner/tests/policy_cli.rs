@@ -232,7 +232,7 @@ fn eval_reads_stdin_and_any_json_document() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(3));
     let document: Value = serde_json::from_slice(&out.stdout).expect("decision");
-    assert_eq!(document["rule_ids"], json!(["default.deny"]));
+    assert_eq!(document["rule_ids"], json!(["identity.no_role"]));
 }
 
 #[test]
