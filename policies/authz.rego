@@ -1,104 +1,365 @@
-# Portcullis default policy: least privilege by workload identity.
+# Portcullis default policy: least privilege by workload identity AND user identity.
 #
-# Roles are bound to SPIFFE IDs in data.portcullis.roles; the tool catalog (kind, risk, owner)
-# arrives as data.portcullis.catalog. Everything not allowed by a rule below is denied.
+# Everything is data (policies/data.json, under data.portcullis); the catalog arrives as
+# data.portcullis.catalog.tools ({name: {kind, risk, owner}}). Everything not allowed is denied.
+#
+#   roles          bind to workloads by SPIFFE ID pattern and to users by group; a grant names
+#                  tool kinds up to a max risk, or tools by name; "operator" marks operators
+#   risk_tiers     per catalog risk: operators only, user required, approval, break-glass
+#   user_required_kinds   tool kinds that always need a verified user
+#   break_glass    a user group plus a non-empty claim that unlocks irreversible tools
+#   change_windows tools callable only inside weekday + HH:MM (UTC) windows, on input.time
+#   arguments      wildcards in resource names, protected namespaces, production targets
+#
+# A tools/call needs the workload's roles to permit the tool AND, when a user is present or the
+# tool needs one, the user's roles too. tools/list gets visible_tools: the tools for which the
+# very same caller-level checks (tool_denials) find nothing; only argument rules are left out,
+# because some arguments would pass them. Time comes from input.time only, never the clock.
+#
+# Portable Rego: the same results under regorus (in the filter) and OPA (tests/opa). The filter's
+# regorus has no glob/regex/time builtins, hence spiffe_match below; sprintf formats strings only.
 package portcullis.authz
 
 import rego.v1
 
-# MCP session plumbing: harmless, but only for workloads that hold a role.
+catalog := data.portcullis.catalog.tools
+
 protocol_methods := {"initialize", "notifications/initialized", "ping", "tools/list"}
 
 risk_rank := {"low": 0, "medium": 1, "high": 2, "irreversible": 3}
 
-# The roles the calling workload holds.
-roles contains name if {
+# --- who is calling -------------------------------------------------------------------------
+
+# SPIFFE ID patterns are compared segment by segment ("/"-separated): a segment that is exactly
+# "*" matches any one non-empty segment, any other segment only itself. This is what
+# glob.match(pattern, ["/"], id) does for such patterns.
+spiffe_match(pattern, id) if {
+	p := split(pattern, "/")
+	s := split(id, "/")
+	count(p) == count(s)
+	every i, seg in p {
+		segment_match(seg, s[i])
+	}
+}
+
+segment_match(pat, seg) if {
+	pat == "*"
+	seg != ""
+}
+
+segment_match(pat, seg) if {
+	pat != "*"
+	pat == seg
+}
+
+workload_id := input.workload.spiffe_id if is_string(input.workload.spiffe_id)
+
+workload_name := workload_id if workload_id
+else := "(no workload identity)"
+
+workload_roles contains name if {
 	some name, role in data.portcullis.roles
-	input.workload.spiffe_id in role.spiffe_ids
+	some pattern in role.workloads
+	spiffe_match(pattern, workload_id)
 }
 
-tool := data.portcullis.catalog.tools[input.tool]
+# A user is only ever a verified token's claims; anything else (null) is no user.
+has_user if is_object(input.user)
 
-# Each allow rule contributes its id; a request is allowed when at least one fires and no
-# deny rule does.
-allows contains "protocol.member" if {
-	input.method in protocol_methods
-	count(roles) > 0
+user_name := input.user.sub if {
+	has_user
+	is_string(input.user.sub)
+} else := "(no sub)"
+
+user_error := input.user_error if is_string(input.user_error)
+else := "no verified user"
+
+user_groups contains g if {
+	has_user
+	is_array(input.user.groups)
+	some g in input.user.groups
+	is_string(g)
 }
 
-allows contains sprintf("tools.role.%s", [name]) if {
+user_roles contains name if {
+	some name, role in data.portcullis.roles
+	some g in role.groups
+	g in user_groups
+}
+
+is_operator(roles) if {
+	some r in roles
+	data.portcullis.roles[r].operator == true
+}
+
+role_list(roles) := concat(", ", sort(roles)) if count(roles) > 0
+else := "none"
+
+break_glass if {
+	has_user
+	some g in data.portcullis.break_glass.groups
+	g in user_groups
+	is_object(input.user.claims)
+	claim := input.user.claims[data.portcullis.break_glass.claim]
+	is_string(claim)
+	claim != ""
+}
+
+# --- what a role may call -------------------------------------------------------------------
+
+grant_permits(grant, t) if {
+	some name in grant.tools
+	name == t
+}
+
+grant_permits(grant, t) if {
+	catalog[t].kind in grant.kinds
+	risk_rank[catalog[t].risk] <= risk_rank[grant.max_risk]
+}
+
+permits(roles, t) if {
+	some r in roles
+	some grant in data.portcullis.roles[r].grants
+	grant_permits(grant, t)
+}
+
+tier(t) := data.portcullis.risk_tiers[catalog[t].risk]
+
+requires_user(t) if catalog[t].kind in data.portcullis.user_required_kinds
+
+requires_user(t) if tier(t).requires_user == true
+
+# --- change windows (UTC, from input.time) --------------------------------------------------
+
+pad2(n) := format_int(n, 10) if n >= 10
+else := concat("", ["0", format_int(n, 10)])
+
+valid_clock(n, limit) if {
+	is_number(n)
+	n >= 0
+	n < limit
+	round(n) == n
+}
+
+# "HH:MM", compared as strings with the windows' zero-padded start (inclusive) and end
+# (exclusive, "24:00" for midnight). A window does not cross midnight: write two.
+now_hhmm := concat(":", [pad2(input.time.hour), pad2(input.time.minute)]) if {
+	valid_clock(input.time.hour, 24)
+	valid_clock(input.time.minute, 60)
+}
+
+now_text := sprintf("it is %s %s UTC", [input.time.weekday, now_hhmm]) if is_string(input.time.weekday)
+else := "the request carries no valid time"
+
+windowed(t) if {
+	some w in data.portcullis.change_windows
+	t in w.tools
+}
+
+window_open(w) if {
+	input.time.weekday in w.days
+	now_hhmm >= w.start
+	now_hhmm < w.end
+}
+
+open_windows(t) := {w.id | some w in data.portcullis.change_windows; t in w.tools; window_open(w)}
+
+window_text(t) := concat("; ", sort({sprintf("%s: %s %s-%s UTC", [w.id, concat(", ", w.days), w.start, w.end]) |
+	some w in data.portcullis.change_windows
+	t in w.tools
+}))
+
+# --- caller-level checks: the same for tools/call and for tools/list's visible_tools ----------
+
+# Denials are [rule id, reason]. The workload's own checks come first: when the workload may
+# never call the tool, the user, the time or the arguments cannot change that.
+workload_denials(t) := {d |
+	not permits(workload_roles, t)
+	d := ["tools.not_permitted", sprintf("workload %s (roles: %s) may not call %s tool %s (risk %s)", [workload_name, role_list(workload_roles), catalog[t].kind, t, catalog[t].risk])]
+} | {d |
+	permits(workload_roles, t)
+	tier(t).operators_only == true
+	not is_operator(workload_roles)
+	d := ["risk.operators_only", sprintf("tool %s is %s risk: only operators may call it, and workload %s is not one", [t, catalog[t].risk, workload_name])]
+}
+
+user_denials(t) := {d |
+	requires_user(t)
+	not has_user
+	d := ["user.required", sprintf("tool %s requires a verified user: %s", [t, user_error])]
+} | {d |
+	has_user
+	not permits(user_roles, t)
+	d := ["user.not_permitted", sprintf("user %s (roles: %s) may not call %s tool %s (risk %s)", [user_name, role_list(user_roles), catalog[t].kind, t, catalog[t].risk])]
+} | {d |
+	has_user
+	permits(user_roles, t)
+	tier(t).operators_only == true
+	not is_operator(user_roles)
+	d := ["risk.operators_only", sprintf("tool %s is %s risk: only operators may call it, and user %s is not one", [t, catalog[t].risk, user_name])]
+}
+
+tier_denials(t) := {d |
+	tier(t).requires_break_glass == true
+	not break_glass
+	d := ["risk.irreversible", sprintf("tool %s is irreversible and no break-glass rule applies", [t])]
+} | {d |
+	windowed(t)
+	count(open_windows(t)) == 0
+	d := ["window.closed", sprintf("tool %s may only be called inside its change window (%s); %s", [t, window_text(t), now_text])]
+}
+
+tool_denials(t) := (workload_denials(t) | user_denials(t)) | tier_denials(t)
+
+# What allowed a call, as [rule id, reason].
+tool_allows(t) := {a |
+	some r in workload_roles
+	some grant in data.portcullis.roles[r].grants
+	grant_permits(grant, t)
+	a := [concat(".", ["tools.role", r]), sprintf("workload %s may call %s as %s", [workload_name, t, r])]
+} | {a |
+	some r in user_roles
+	some grant in data.portcullis.roles[r].grants
+	grant_permits(grant, t)
+	a := [concat(".", ["user.role", r]), sprintf("user %s may call %s as %s", [user_name, t, r])]
+} | {a |
+	tier(t).requires_approval == true
+	a := ["risk.approval", sprintf("tool %s is %s risk: approval is required before it runs", [t, catalog[t].risk])]
+} | {a |
+	tier(t).requires_break_glass == true
+	break_glass
+	a := ["risk.break_glass", sprintf("break-glass: user %s declared %s", [user_name, input.user.claims[data.portcullis.break_glass.claim]])]
+} | {a |
+	some id in open_windows(t)
+	a := ["window.open", sprintf("inside change window %s; %s", [id, now_text])]
+}
+
+# --- argument rules (tools/call only) -------------------------------------------------------
+
+call_tool := input.tool if {
 	input.method == "tools/call"
-	some name in roles
-	role_permits(data.portcullis.roles[name], tool)
+	is_string(input.tool)
+	catalog[input.tool]
 }
 
-role_permits(role, t) if {
-	t.kind in role.tool_kinds
-	risk_rank[t.risk] <= risk_rank[role.max_risk]
+args := input.arguments if is_object(input.arguments)
+
+protected_namespace(ns) if ns in data.portcullis.arguments.protected_namespaces.names
+
+protected_namespace(ns) if {
+	some prefix in data.portcullis.arguments.protected_namespaces.prefixes
+	startswith(ns, prefix)
 }
 
-denies contains {"id": "identity.no_role", "reason": sprintf("workload %s holds no role", [input.workload.spiffe_id])} if {
-	count(roles) == 0
+production_targets contains sprintf("%s %s", [name, v]) if {
+	name := data.portcullis.arguments.production.environment_argument
+	v := args[name]
+	v in data.portcullis.arguments.production.environments
 }
 
-denies contains {"id": "method.unknown", "reason": sprintf("method %s is not allowed through this gateway", [input.method])} if {
+production_targets contains sprintf("%s %s", [name, ns]) if {
+	some name in data.portcullis.arguments.namespaces
+	ns := args[name]
+	is_string(ns)
+	some prefix in data.portcullis.arguments.production.namespace_prefixes
+	startswith(ns, prefix)
+}
+
+non_operators contains sprintf("workload %s", [workload_name]) if not is_operator(workload_roles)
+
+non_operators contains sprintf("user %s", [user_name]) if {
+	has_user
+	not is_operator(user_roles)
+}
+
+argument_denials contains ["arguments.wildcard", reason] if {
+	some name in data.portcullis.arguments.resource_names
+	v := args[name]
+	is_string(v)
+	some w in data.portcullis.arguments.wildcards
+	contains(v, w)
+	reason := sprintf("argument %s of tool %s names resources by wildcard (%s): name exactly one", [name, call_tool, v])
+}
+
+argument_denials contains ["arguments.protected_namespace", reason] if {
+	catalog[call_tool].kind in data.portcullis.arguments.protected_namespaces.kinds
+	some name in data.portcullis.arguments.namespaces
+	ns := args[name]
+	is_string(ns)
+	protected_namespace(ns)
+	reason := sprintf("tool %s may not touch protected namespace %s", [call_tool, ns])
+}
+
+argument_denials contains ["arguments.production", reason] if {
+	some target in production_targets
+	some who in non_operators
+	reason := sprintf("tool %s targets production (%s): only operators may do that, and %s is not one", [call_tool, target, who])
+}
+
+# --- the decision ---------------------------------------------------------------------------
+
+describe(x) := x if is_string(x)
+else := sprintf("(%s)", [type_name(x)])
+
+request_denials contains ["identity.no_role", sprintf("workload %s holds no role", [workload_name])] if {
+	count(workload_roles) == 0
+}
+
+request_denials contains ["method.unknown", sprintf("method %s is not allowed through this gateway", [describe(input.method)])] if {
 	not input.method in protocol_methods
 	input.method != "tools/call"
 }
 
-denies contains {"id": "tools.unknown", "reason": sprintf("tool %s is not in the catalog", [input.tool])} if {
+request_denials contains ["tools.unknown", sprintf("tool %s is not in the catalog", [describe(input.tool)])] if {
 	input.method == "tools/call"
-	not data.portcullis.catalog.tools[input.tool]
+	not call_tool
 }
 
-denies contains {"id": "tools.irreversible", "reason": sprintf("tool %s is irreversible and no break-glass rule applies", [input.tool])} if {
-	input.method == "tools/call"
-	tool.risk == "irreversible"
-}
+# Reported: the first layer that denies (request, then workload, then everything else).
+reported := request_denials if count(request_denials) > 0
+else := workload_denials(call_tool) if count(workload_denials(call_tool)) > 0
+else := user_denials(call_tool) | tier_denials(call_tool) | argument_denials if call_tool
+else := set()
 
-denies contains {"id": "tools.not_permitted", "reason": sprintf("roles %v may not call %s tool %s (risk %s)", [sort(roles), tool.kind, input.tool, tool.risk])} if {
-	input.method == "tools/call"
-	count(roles) > 0
-	count({a | some a in allows; startswith(a, "tools.")}) == 0
-	tool.risk != "irreversible"
+allowed if {
+	input.method in protocol_methods
+	count(workload_roles) > 0
+	count(request_denials) == 0
 }
 
 allowed if {
-	count(allows) > 0
-	count(denies) == 0
+	permits(workload_roles, call_tool)
+	count(request_denials) == 0
+	count(tool_denials(call_tool)) == 0
+	count(argument_denials) == 0
 }
 
-decision := object.union(
-	{
-		"allow": true,
-		"require_approval": false,
-		"reasons": [sprintf("allowed by %s", [concat(", ", sort(allows))])],
-		"rule_ids": sort(allows),
-	},
-	listing,
-) if allowed
+allow_facts := tool_allows(call_tool) if call_tool
+else := {["protocol.member", sprintf("workload %s holds roles: %s", [workload_name, role_list(workload_roles)])]}
 
-# tools/list answers are trimmed to exactly the tools a tools/call would be allowed for.
-listing := {"visible_tools": sort([name |
-	some name, t in data.portcullis.catalog.tools
-	t.risk != "irreversible"
-	some r in roles
-	role_permits(data.portcullis.roles[r], t)
-])} if input.method == "tools/list"
+deny_facts := reported if count(reported) > 0
+else := {["default.deny", "no rule allows this request"]}
 
-else := {}
+verdict := {
+	"allow": true,
+	"require_approval": count([a | some a in allow_facts; a[0] == "risk.approval"]) > 0,
+	"reasons": [a[1] | some a in sort(allow_facts)],
+	"rule_ids": sort({a[0] | some a in allow_facts}),
+} if allowed
 
-decision := {
+verdict := {
 	"allow": false,
 	"require_approval": false,
-	"reasons": deny_reasons,
-	"rule_ids": deny_ids,
+	"reasons": [d[1] | some d in sort(deny_facts)],
+	"rule_ids": sort({d[0] | some d in deny_facts}),
 } if not allowed
 
-deny_reasons := [d.reason | some d in sort_denies] if count(denies) > 0
-else := ["no rule allows this request"]
+# Exactly the catalog tools this caller (workload, user, time) may call with some arguments.
+visible_tools := sort({t |
+	some t, _ in catalog
+	permits(workload_roles, t)
+	count(tool_denials(t)) == 0
+})
 
-deny_ids := [d.id | some d in sort_denies] if count(denies) > 0
-else := ["default.deny"]
-
-sort_denies := sort(denies)
+decision := object.union(verdict, {"visible_tools": visible_tools}) if input.method == "tools/list"
+else := verdict

@@ -1,68 +1,140 @@
-# Unit tests for the default policy, run by `make test` (regorus) against the example catalog.
+# Unit tests for the default policy, run by `portcullis policy test` (regorus) and by
+# tests/opa/cross_check.py (real OPA) against the example catalog. The JSON cases in
+# policies/cases cover each rule with whole inputs; these tests cover the pieces, data
+# variations (`with data...`) and the invariant that tools/list and tools/call agree.
 package portcullis.authz_test
 
 import rego.v1
 
 import data.portcullis.authz
 
-reader := {"spiffe_id": "spiffe://portcullis.local/ns/agents/sa/reader", "trust_domain": "portcullis.local", "path": "/ns/agents/sa/reader"}
+td := "spiffe://portcullis.local"
 
-operator := {"spiffe_id": "spiffe://portcullis.local/ns/agents/sa/operator", "trust_domain": "portcullis.local", "path": "/ns/agents/sa/operator"}
+workload(ns, sa) := {"spiffe_id": sprintf("%s/ns/%s/sa/%s", [td, ns, sa]), "trust_domain": "portcullis.local", "path": sprintf("/ns/%s/sa/%s", [ns, sa]), "namespace": ns, "service_account": sa}
 
-intruder := {"spiffe_id": "spiffe://portcullis.local/ns/agents/sa/intruder", "trust_domain": "portcullis.local", "path": "/ns/agents/sa/intruder"}
+reader := workload("agents", "reader")
 
-call(who, tool) := {"method": "tools/call", "tool": tool, "arguments": {}, "plan_hash": "sha256:00", "workload": who, "user": null}
+operator := workload("agents", "operator")
 
-rpc(who, method) := {"method": method, "tool": null, "arguments": null, "plan_hash": null, "workload": who, "user": null}
+intruder := workload("agents", "intruder")
 
-test_reader_may_call_query_tool if {
-	d := authz.decision with input as call(reader, "inspect_sandbox")
+ci := workload("ci", "deploy")
+
+alice := {"sub": "alice", "iss": "https://idp.portcullis.local", "groups": ["sre"], "claims": {}}
+
+bob := {"sub": "bob", "iss": "https://idp.portcullis.local", "groups": ["dev"], "claims": {}}
+
+carol := {"sub": "carol", "iss": "https://idp.portcullis.local", "groups": ["sre", "oncall"], "claims": {"break_glass_incident": "INC-1"}}
+
+monday_10 := {"unix": 1790000000, "weekday": "Monday", "hour": 10, "minute": 0}
+
+at(weekday, hour, minute) := {"unix": 1790000000, "weekday": weekday, "hour": hour, "minute": minute}
+
+call(who, user, tool, args, time) := {
+	"method": "tools/call", "tool": tool, "arguments": args, "plan_hash": "sha256:00",
+	"workload": who, "user": user, "user_error": no_user_error(user), "time": time,
+}
+
+rpc(who, user, method, time) := {
+	"method": method, "tool": null, "arguments": null, "plan_hash": null,
+	"workload": who, "user": user, "user_error": no_user_error(user), "time": time,
+}
+
+no_user_error(user) := null if user != null
+else := "no bearer token"
+
+# --- SPIFFE patterns -------------------------------------------------------------------------
+
+test_spiffe_pattern_exact if {
+	authz.spiffe_match("spiffe://td/ns/a/sa/b", "spiffe://td/ns/a/sa/b")
+	not authz.spiffe_match("spiffe://td/ns/a/sa/b", "spiffe://td/ns/a/sa/bb")
+}
+
+test_spiffe_pattern_star_is_one_segment if {
+	authz.spiffe_match("spiffe://td/ns/ci/sa/*", "spiffe://td/ns/ci/sa/build")
+	not authz.spiffe_match("spiffe://td/ns/ci/sa/*", "spiffe://td/ns/ci/sa/build/extra")
+	not authz.spiffe_match("spiffe://td/ns/ci/sa/*", "spiffe://td/ns/ci/sa/")
+	not authz.spiffe_match("spiffe://td/ns/*/sa/x", "spiffe://other/ns/ci/sa/x")
+	authz.spiffe_match("spiffe://td/ns/*/sa/x", "spiffe://td/ns/ci/sa/x")
+}
+
+test_spiffe_pattern_star_is_not_a_prefix_glob if {
+	not authz.spiffe_match("spiffe://td/ns/ci/sa/build-*", "spiffe://td/ns/ci/sa/build-1")
+}
+
+# --- grants and risk tiers -------------------------------------------------------------------
+
+test_reader_may_call_low_query_tool if {
+	d := authz.decision with input as call(reader, null, "inspect_sandbox", {}, monday_10)
 	d.allow
+	not d.require_approval
 	d.rule_ids == ["tools.role.reader"]
 }
 
 test_reader_may_not_apply if {
-	d := authz.decision with input as call(reader, "apply_config")
+	d := authz.decision with input as call(reader, null, "apply_config", {"name": "a", "content": "b"}, monday_10)
 	not d.allow
 	d.rule_ids == ["tools.not_permitted"]
-	d.reasons == [`roles ["reader"] may not call apply tool apply_config (risk medium)`]
+	d.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/reader (roles: reader) may not call apply tool apply_config (risk medium)"]
 }
 
-test_operator_may_apply if {
-	d := authz.decision with input as call(operator, "apply_config")
+test_medium_is_for_operators_even_with_a_broad_grant if {
+	roles := object.union(data.portcullis.roles, {"reader": object.union(data.portcullis.roles.reader, {"grants": [{"kinds": ["query"], "max_risk": "medium"}]})})
+	d := authz.decision with input as call(reader, null, "tail_logs", {"namespace": "a", "pod": "b"}, monday_10)
+		with data.portcullis.roles as roles
+	d.rule_ids == ["risk.operators_only"]
+	u := authz.decision with input as call(operator, bob, "tail_logs", {"namespace": "a", "pod": "b"}, monday_10)
+		with data.portcullis.roles as roles
+	u.rule_ids == ["risk.operators_only"]
+	u.reasons == ["tool tail_logs is medium risk: only operators may call it, and user bob is not one"]
+}
+
+test_explicit_tool_grant_still_meets_the_tier if {
+	roles := object.union(data.portcullis.roles, {"ci": object.union(data.portcullis.roles.ci, {"grants": [{"tools": ["tail_logs"]}]})})
+	d := authz.decision with input as call(ci, null, "tail_logs", {"namespace": "a", "pod": "b"}, monday_10)
+		with data.portcullis.roles as roles
+	d.rule_ids == ["risk.operators_only"]
+}
+
+test_tiers_are_data if {
+	tiers := object.union(data.portcullis.risk_tiers, {"high": {"operators_only": true, "requires_user": true, "requires_approval": false, "requires_break_glass": false}})
+	d := authz.decision with input as call(operator, alice, "restart_deployment", {"namespace": "a", "deployment": "b"}, monday_10)
+		with data.portcullis.risk_tiers as tiers
 	d.allow
 	not d.require_approval
 }
 
-test_irreversible_denied_even_for_operator if {
-	d := authz.decision with input as call(operator, "delete_namespace")
-	not d.allow
-	d.rule_ids == ["tools.irreversible"]
+test_high_risk_needs_approval if {
+	d := authz.decision with input as call(operator, alice, "restart_deployment", {"namespace": "a", "deployment": "b"}, monday_10)
+	d.allow
+	d.require_approval
+	"risk.approval" in d.rule_ids
+	"tool restart_deployment is high risk: approval is required before it runs" in d.reasons
 }
 
 test_unknown_tool_denied if {
-	d := authz.decision with input as call(operator, "rm_rf")
+	d := authz.decision with input as call(operator, alice, "rm_rf", {}, monday_10)
 	not d.allow
-	"tools.unknown" in d.rule_ids
+	d.rule_ids == ["tools.unknown"]
 }
 
 test_workload_without_role_denied if {
-	d := authz.decision with input as call(intruder, "inspect_sandbox")
+	d := authz.decision with input as call(intruder, alice, "inspect_sandbox", {}, monday_10)
 	not d.allow
 	d.rule_ids == ["identity.no_role"]
 }
 
 test_protocol_methods_need_a_role if {
-	r := authz.decision with input as rpc(reader, "tools/list")
+	r := authz.decision with input as rpc(reader, null, "tools/list", monday_10)
 	r.allow
-	o := authz.decision with input as rpc(operator, "initialize")
+	o := authz.decision with input as rpc(operator, null, "initialize", monday_10)
 	o.allow
-	i := authz.decision with input as rpc(intruder, "tools/list")
+	i := authz.decision with input as rpc(intruder, null, "tools/list", monday_10)
 	not i.allow
 }
 
 test_unknown_methods_denied if {
-	d := authz.decision with input as rpc(operator, "resources/list")
+	d := authz.decision with input as rpc(operator, null, "resources/list", monday_10)
 	not d.allow
 	d.rule_ids == ["method.unknown"]
 }
@@ -70,4 +142,158 @@ test_unknown_methods_denied if {
 test_decision_always_defined if {
 	d := authz.decision with input as {}
 	not d.allow
+}
+
+# --- users -----------------------------------------------------------------------------------
+
+test_apply_needs_a_user_and_says_why if {
+	i := call(operator, null, "apply_config", {"name": "a", "content": "b"}, monday_10)
+	d := authz.decision with input as object.union(i, {"user_error": "bearer token signature is invalid"})
+	d.rule_ids == ["user.required"]
+	d.reasons == ["tool apply_config requires a verified user: bearer token signature is invalid"]
+}
+
+test_user_roles_must_permit_too if {
+	d := authz.decision with input as call(operator, bob, "apply_config", {"name": "a", "content": "b"}, monday_10)
+	d.rule_ids == ["user.not_permitted"]
+	a := authz.decision with input as call(operator, alice, "apply_config", {"name": "a", "content": "b"}, monday_10)
+	a.allow
+	a.rule_ids == ["tools.role.operator", "user.role.operator"]
+}
+
+test_user_required_kinds_are_data if {
+	d := authz.decision with input as call(operator, null, "apply_config", {"name": "a", "content": "b"}, monday_10)
+		with data.portcullis.user_required_kinds as []
+	d.allow
+}
+
+# --- break-glass -----------------------------------------------------------------------------
+
+test_break_glass_allows_irreversible if {
+	d := authz.decision with input as call(operator, carol, "delete_namespace", {"namespace": "team-a"}, monday_10)
+	d.allow
+	"risk.break_glass" in d.rule_ids
+	"break-glass: user carol declared INC-1" in d.reasons
+}
+
+test_break_glass_needs_group_and_claim if {
+	no_claim := object.union(object.remove(carol, ["claims"]), {"claims": {}})
+	d1 := authz.decision with input as call(operator, no_claim, "delete_namespace", {"namespace": "team-a"}, monday_10)
+	d1.rule_ids == ["risk.irreversible"]
+	not_oncall := object.union(object.remove(carol, ["groups"]), {"groups": ["sre"]})
+	d2 := authz.decision with input as call(operator, not_oncall, "delete_namespace", {"namespace": "team-a"}, monday_10)
+	d2.rule_ids == ["risk.irreversible"]
+}
+
+test_break_glass_claim_name_is_data if {
+	d := authz.decision with input as call(operator, carol, "delete_namespace", {"namespace": "team-a"}, monday_10)
+		with data.portcullis.break_glass.claim as "incident"
+	d.rule_ids == ["risk.irreversible"]
+}
+
+# --- change windows --------------------------------------------------------------------------
+
+deploy(time) := call(operator, alice, "deploy_release", {"namespace": "team-a", "release": "web", "version": "v1.0.0", "environment": "staging"}, time)
+
+deploy_allowed(time) if {
+	d := authz.decision with input as deploy(time)
+	d.allow
+}
+
+test_window_edges if {
+	deploy_allowed(at("Monday", 9, 0))
+	not deploy_allowed(at("Monday", 8, 59))
+	deploy_allowed(at("Thursday", 15, 59))
+	not deploy_allowed(at("Thursday", 16, 0))
+	not deploy_allowed(at("Friday", 12, 0))
+}
+
+test_window_closed_reason if {
+	d := authz.decision with input as deploy(at("Saturday", 7, 5))
+	d.rule_ids == ["window.closed"]
+	d.reasons == ["tool deploy_release may only be called inside its change window (release-hours: Monday, Tuesday, Wednesday, Thursday 09:00-16:00 UTC); it is Saturday 07:05 UTC"]
+}
+
+test_any_of_several_windows if {
+	windows := [
+		{"id": "night", "tools": ["deploy_release"], "days": ["Saturday"], "start": "00:00", "end": "06:00"},
+		{"id": "late", "tools": ["deploy_release"], "days": ["Saturday"], "start": "22:00", "end": "24:00"},
+	]
+	late := authz.decision with input as deploy(at("Saturday", 23, 59)) with data.portcullis.change_windows as windows
+	late.allow
+	d := authz.decision with input as deploy(at("Saturday", 5, 0)) with data.portcullis.change_windows as windows
+	d.allow
+	"window.open" in d.rule_ids
+	"inside change window night; it is Saturday 05:00 UTC" in d.reasons
+	noon := authz.decision with input as deploy(at("Saturday", 12, 0)) with data.portcullis.change_windows as windows
+	not noon.allow
+}
+
+test_windows_read_input_time_only if {
+	# The same call, two injected times: the decision follows input.time, not the clock.
+	a := authz.decision with input as deploy(at("Tuesday", 11, 0))
+	b := authz.decision with input as deploy(at("Tuesday", 17, 0))
+	a.allow
+	not b.allow
+}
+
+# --- argument rules --------------------------------------------------------------------------
+
+test_protected_namespaces if {
+	d := authz.decision with input as call(operator, carol, "delete_namespace", {"namespace": "kube-system"}, monday_10)
+	d.rule_ids == ["arguments.protected_namespace"]
+	ok := authz.decision with input as call(operator, carol, "delete_namespace", {"namespace": "kube-system"}, monday_10)
+		with data.portcullis.arguments.protected_namespaces.prefixes as []
+	ok.allow
+}
+
+test_wildcards_in_resource_names if {
+	d := authz.decision with input as call(reader, null, "list_pods", {"namespace": "team-*"}, monday_10)
+	d.rule_ids == ["arguments.wildcard"]
+}
+
+test_production_only_for_operators if {
+	d := authz.decision with input as call(reader, null, "list_pods", {"namespace": "prod-pay"}, monday_10)
+	d.rule_ids == ["arguments.production"]
+	o := authz.decision with input as call(operator, null, "list_pods", {"namespace": "prod-pay"}, monday_10)
+	o.allow
+}
+
+# --- tools/list agrees with tools/call -------------------------------------------------------
+
+callers := [
+	[reader, null, monday_10],
+	[reader, alice, monday_10],
+	[operator, null, monday_10],
+	[operator, alice, monday_10],
+	[operator, alice, at("Friday", 10, 0)],
+	[operator, bob, monday_10],
+	[operator, carol, monday_10],
+	[ci, null, monday_10],
+	[intruder, alice, monday_10],
+]
+
+listed_for(c) := d.visible_tools if {
+	d := authz.decision with input as rpc(c[0], c[1], "tools/list", c[2])
+}
+
+# For every caller: a tool is listed exactly when a call to it (with arguments no argument rule
+# refuses) is allowed.
+test_visible_tools_match_call_decisions if {
+	every c in callers {
+		listed := listed_for(c)
+		every t, _ in data.portcullis.catalog.tools {
+			d := authz.decision with input as call(c[0], c[1], t, {}, c[2])
+			d.allow == (t in listed)
+		}
+	}
+}
+
+test_visible_tools_for_three_identities if {
+	r := authz.decision with input as rpc(reader, null, "tools/list", monday_10)
+	r.visible_tools == ["inspect_sandbox", "list_pods", "word_count"]
+	o := authz.decision with input as rpc(operator, alice, "tools/list", monday_10)
+	o.visible_tools == ["apply_config", "deploy_release", "inspect_sandbox", "list_pods", "plan_release", "restart_deployment", "tail_logs", "word_count"]
+	i := authz.decision with input as rpc(intruder, null, "tools/list", monday_10)
+	i.visible_tools == []
 }

@@ -113,7 +113,7 @@ impl ServerHandler for Handler {
             return Err(McpError::invalid_params(format!("tool {} is not in the catalog", request.name), None));
         };
         let job = job_for(tool, request.arguments.as_ref(), &claims.decision_id);
-        tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, "running");
+        tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, approval = claims.require_approval, "running");
         let out = runner.backend.run(job).await.map_err(|e| {
             tracing::error!(tool = %tool.name, error = %e, "sandbox failed");
             McpError::internal_error(format!("sandbox failed: {e}"), None)

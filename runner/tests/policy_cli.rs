@@ -91,7 +91,7 @@ fn policy_test_passes_on_the_repository_bundle() {
     let out = policy_test(&policies());
     let text = stdout(&out);
     assert!(out.status.success(), "policy test failed:\n{text}{}", stderr(&out));
-    assert!(text.contains("PASS data.portcullis.authz_test.test_reader_may_call_query_tool"), "{text}");
+    assert!(text.contains("PASS data.portcullis.authz_test.test_reader_may_call_low_query_tool"), "{text}");
     assert!(!text.contains("FAIL"), "{text}");
     let last = text.lines().last().expect("summary line");
     assert!(last.ends_with(" passed, 0 failed") && !last.starts_with("0 "), "{last}");
@@ -153,24 +153,29 @@ fn eval_allowed_exits_0_and_prints_the_decision_and_reasons() {
     let document: Value = serde_json::from_str(document).expect("decision document");
     assert_eq!(
         document,
-        json!({"allow": true, "require_approval": false, "reasons": ["allowed by tools.role.reader"], "rule_ids": ["tools.role.reader"]})
+        json!({
+            "allow": true,
+            "require_approval": false,
+            "reasons": ["workload spiffe://portcullis.local/ns/agents/sa/reader may call inspect_sandbox as reader"],
+            "rule_ids": ["tools.role.reader"],
+        })
     );
     assert!(text.starts_with("{\n  \"allow\": true,"), "not pretty-printed:\n{text}");
-    assert_eq!(human, "ALLOWED\n  reason: allowed by tools.role.reader\n  rules:  tools.role.reader\n");
+    assert_eq!(human, "ALLOWED\n  reason: workload spiffe://portcullis.local/ns/agents/sa/reader may call inspect_sandbox as reader\n  rules:  tools.role.reader\n");
 }
 
 #[test]
 fn eval_denied_exits_3_with_every_reason() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = policy_eval(&write_input(dir.path(), "in.json", &call("intruder", "delete_namespace")), &[]);
+    let out = policy_eval(&write_input(dir.path(), "in.json", &call("operator", "delete_namespace")), &[]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(3), "{text}{}", stderr(&out));
     let (_, human) = text.split_once("\n\n").expect("document, blank line, reasons");
     assert_eq!(
         human,
-        "DENIED\n  reason: workload spiffe://portcullis.local/ns/agents/sa/intruder holds no role\n  \
-         reason: tool delete_namespace is irreversible and no break-glass rule applies\n  \
-         rules:  identity.no_role, tools.irreversible\n"
+        "DENIED\n  reason: tool delete_namespace is irreversible and no break-glass rule applies\n  \
+         reason: tool delete_namespace requires a verified user: no verified user\n  \
+         rules:  risk.irreversible, user.required\n"
     );
 }
 
@@ -187,10 +192,28 @@ fn eval_json_prints_only_the_decision_document() {
         json!({
             "allow": false,
             "require_approval": false,
-            "reasons": [r#"roles ["reader"] may not call apply tool apply_config (risk medium)"#],
+            "reasons": ["workload spiffe://portcullis.local/ns/agents/sa/reader (roles: reader) may not call apply tool apply_config (risk medium)"],
             "rule_ids": ["tools.not_permitted"],
         })
     );
+}
+
+#[test]
+fn eval_prints_the_visible_tools_of_tools_list() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = json!({"method": "tools/list", "tool": null, "arguments": null, "plan_hash": null, "workload": workload("reader"), "user": null});
+    let out = policy_eval(&write_input(dir.path(), "in.json", &input), &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    let (document, human) = text.split_once("\n\n").expect("document, blank line, reasons");
+    let document: Value = serde_json::from_str(document).expect("decision document");
+    assert_eq!(document["visible_tools"], json!(["inspect_sandbox", "list_pods", "word_count"]));
+    assert!(human.ends_with("  visible tools: inspect_sandbox, list_pods, word_count\n"), "{human}");
+    // Other methods carry no visible_tools at all.
+    let ping = json!({"method": "ping", "tool": null, "arguments": null, "plan_hash": null, "workload": workload("reader"), "user": null});
+    let out = policy_eval(&write_input(dir.path(), "ping.json", &ping), &["--json"]);
+    let document: Value = serde_json::from_slice(&out.stdout).expect("decision");
+    assert!(document.get("visible_tools").is_none(), "{document}");
 }
 
 #[test]
@@ -209,7 +232,7 @@ fn eval_reads_stdin_and_any_json_document() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(3));
     let document: Value = serde_json::from_slice(&out.stdout).expect("decision");
-    assert_eq!(document["rule_ids"], json!(["default.deny"]));
+    assert_eq!(document["rule_ids"], json!(["identity.no_role"]));
 }
 
 #[test]

@@ -12,9 +12,10 @@ data.portcullis.authz.decision twice:
 
 and requires the two decision documents to be identical, the exit status to match the
 verdict (0 allowed, 3 denied), and both to meet the case's `want` (allow, require_approval,
-rule_ids, and reasons when given). It then runs the Rego unit tests (`test_*` rules of the
-`*_test.rego` modules) under real OPA and requires every one to pass there, and to be the
-same tests, with the same outcome, that `portcullis policy test` (regorus) reports.
+rule_ids, and reasons and visible_tools when given). It then runs the Rego unit tests
+(`test_*` rules of the `*_test.rego` modules) under real OPA and requires every one to pass
+there, and to be the same tests, with the same outcome, that `portcullis policy test`
+(regorus) reports.
 
 Divergences found and understood are recorded in tests/opa/known_divergences.json, each with
 the exact document each engine returns. They are not counted as passed: each must reproduce
@@ -253,11 +254,13 @@ def case_problem(case) -> str | None:
         return "input null cannot be evaluated identically by both engines"
     want = case["want"]
     if not isinstance(want, dict) or not {"allow", "require_approval", "rule_ids"} <= set(want) <= {
-        "allow", "require_approval", "rule_ids", "reasons"}:
-        return "want is {allow, require_approval, rule_ids[, reasons]}"
+        "allow", "require_approval", "rule_ids", "reasons", "visible_tools"}:
+        return "want is {allow, require_approval, rule_ids[, reasons][, visible_tools]}"
+    if "visible_tools" in want and not (isinstance(case["input"], dict) and case["input"].get("method") == "tools/list"):
+        return "want.visible_tools is only for tools/list inputs"
     if not isinstance(want["allow"], bool) or not isinstance(want["require_approval"], bool):
         return "want.allow and want.require_approval are booleans"
-    for key in ("rule_ids", "reasons"):
+    for key in ("rule_ids", "reasons", "visible_tools"):
         if key in want and not (isinstance(want[key], list) and all(isinstance(s, str) for s in want[key])):
             return f"want.{key} is a list of strings"
     return None
