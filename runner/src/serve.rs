@@ -25,6 +25,9 @@ use crate::tools::{job_for, render_output};
 
 /// JSON-RPC error code for a call refused by the runner's ticket check.
 pub const TICKET_REFUSED: i32 = -32002;
+/// The gateway allowed the call only with human approval, which this runner cannot take yet:
+/// the call is held, never run.
+pub const APPROVAL_REQUIRED: i32 = -32004;
 
 /// Shared state of the runner's MCP service.
 pub struct Runner {
@@ -112,6 +115,16 @@ impl ServerHandler for Handler {
         let Some(tool) = runner.catalog.get(&request.name) else {
             return Err(McpError::invalid_params(format!("tool {} is not in the catalog", request.name), None));
         };
+        if claims.require_approval {
+            // Fail closed until the approval flow (plan store + approver) exists: a call that
+            // policy says needs a human never runs on the agent's word alone.
+            tracing::warn!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, "held for approval");
+            return Err(McpError::new(
+                ErrorCode(APPROVAL_REQUIRED),
+                format!("{} needs human approval (decision {}); it was not run", tool.name, claims.decision_id),
+                Some(json!({"tool": tool.name, "decision_id": claims.decision_id, "plan_hash": claims.plan_hash})),
+            ));
+        }
         let job = job_for(tool, request.arguments.as_ref(), &claims.decision_id);
         tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, approval = claims.require_approval, "running");
         let out = runner.backend.run(job).await.map_err(|e| {

@@ -83,12 +83,14 @@ async fn high_risk_is_allowed_with_approval_required_in_the_ticket() {
     let s = stack();
     let alice = user_token(s, "alice", "sre");
     let r = call_as(s, "operator", Some(&alice), "restart_deployment", json!({"namespace": "team-a", "deployment": "web"})).await;
-    assert!(allowed_output(&r).contains("restarted deployment team-a/web"), "{}", r.text);
+    // The gateway allowed it with require_approval in the ticket; the runner, which has no
+    // approval flow yet, holds it and never runs it.
+    assert_eq!(r.error_code(), Some(-32004), "{}", r.text);
     let decision = r.headers["x-portcullis-decision-id"].to_str().unwrap();
-    // The ticket the runner verified carried require_approval.
+    assert!(r.error_message().contains("needs human approval") && r.error_message().contains(decision), "{}", r.text);
     let log = s.runner_log();
-    let line = log.lines().find(|l| l.contains(&format!("decision={decision}")) && l.contains("running")).unwrap_or_default();
-    assert!(line.contains("approval=true"), "no approval=true for decision {decision} in the runner log:\n{log}");
+    assert!(log.lines().any(|l| l.contains(&format!("decision={decision}")) && l.contains("held for approval")), "{log}");
+    assert!(!log.lines().any(|l| l.contains(&format!("decision={decision}")) && l.contains("running")), "{log}");
 }
 
 /// Needs `portcullis token` and the filter's Authorization handling (identity work).
