@@ -131,6 +131,20 @@ impl Stack {
         b.build().expect("client")
     }
 
+    /// A user token from the stack's dev issuer (`portcullis token`), for `sub` in `groups`
+    /// (comma-separated).
+    pub fn user_token(&self, sub: &str, groups: &str) -> String {
+        let out = Command::new(portcullis_bin())
+            .arg("token")
+            .arg("--certs")
+            .arg(self.certs())
+            .args(["--sub", sub, "--groups", groups])
+            .output()
+            .expect("running portcullis token");
+        assert!(out.status.success(), "portcullis token failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("token is UTF-8").trim().to_owned()
+    }
+
     pub fn envoy_log(&self) -> String {
         std::fs::read_to_string(self.state.path().join("envoy.log")).unwrap_or_default()
     }

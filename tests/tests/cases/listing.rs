@@ -24,6 +24,9 @@ fn valid_arguments(tool: &str) -> Value {
         "word_count" => json!({"text": "one two three"}),
         "apply_config" => json!({"name": "listing-test", "content": "x: 1"}),
         "delete_namespace" => json!({"namespace": "scratch-listing"}),
+        "list_pods" | "tail_logs" => json!({"namespace": "team-a", "pod": "web-1", "lines": 5}),
+        "plan_release" | "deploy_release" => json!({"namespace": "team-a", "release": "web", "version": "v1.2.3", "environment": "staging"}),
+        "restart_deployment" => json!({"namespace": "team-a", "deployment": "web"}),
         other => panic!("listing test: no valid arguments known for catalog tool {other}; add them to valid_arguments"),
     }
 }
@@ -42,13 +45,19 @@ fn names(r: &Reply) -> Vec<String> {
     tools.iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
 }
 
-/// Lists tools as `who`, then calls every catalog tool: listed ⇔ not denied.
-async fn listing_matches_calls(s: &Stack, who: &str, expect_media: &str) -> Vec<String> {
+/// Lists tools as `who` (an agent, optionally acting for a user), then calls every catalog
+/// tool: listed ⇔ not denied.
+async fn listing_matches_calls(s: &Stack, who: (&str, Option<(&str, &str)>), expect_media: &str) -> Vec<String> {
     let all = catalog_tools(s).await;
     assert!(all.len() >= 4, "catalog too small to mean anything: {all:?}");
-    let http = s.http_client(Some(who));
+    let (agent, user) = who;
+    let bearer = user.map(|(sub, groups)| format!("Bearer {}", s.user_token(sub, groups)));
+    let headers: Vec<(&str, &str)> = bearer.as_deref().map(|b| ("authorization", b)).into_iter().collect();
+    let headers = headers.as_slice();
+    let who = format!("{agent} for {user:?}");
+    let http = s.http_client(Some(agent));
     let session = open_session(&http, &s.url()).await.ok();
-    let list = post(&http, &s.url(), session.as_deref(), &[], r#"{"jsonrpc":"2.0","id":"list","method":"tools/list"}"#).await.unwrap();
+    let list = post(&http, &s.url(), session.as_deref(), headers, r#"{"jsonrpc":"2.0","id":"list","method":"tools/list"}"#).await.unwrap();
     let content_type = list.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     if list.status == 403 {
         // No role at all: nothing listed, and (below) nothing callable.
@@ -60,7 +69,7 @@ async fn listing_matches_calls(s: &Stack, who: &str, expect_media: &str) -> Vec<
     }
     let listed = if list.status == 200 { names(&list) } else { Vec::new() };
     for (i, tool) in all.iter().enumerate() {
-        let r = post(&http, &s.url(), session.as_deref(), &[], &tools_call(100 + i as i64, tool, valid_arguments(tool))).await.unwrap();
+        let r = post(&http, &s.url(), session.as_deref(), headers, &tools_call(100 + i as i64, tool, valid_arguments(tool))).await.unwrap();
         let denied = r.status == 403 && r.error_code() == Some(-32001);
         assert!(r.error_code() != Some(-32602), "{who} {tool}: sample arguments are invalid: {}", r.text);
         if listed.contains(tool) {
@@ -72,12 +81,15 @@ async fn listing_matches_calls(s: &Stack, who: &str, expect_media: &str) -> Vec<
     listed
 }
 
+/// Three callers with three different views: a read-only agent, the operator agent on its own
+/// (apply tools need a user), and the operator agent acting for an SRE.
 async fn three_identities(s: &Stack, media: &str) {
-    let reader = listing_matches_calls(s, "reader", media).await;
-    let operator = listing_matches_calls(s, "operator", media).await;
-    let intruder = listing_matches_calls(s, "intruder", media).await;
+    let reader = listing_matches_calls(s, ("reader", None), media).await;
+    let operator = listing_matches_calls(s, ("operator", None), media).await;
+    let operator_for_sre = listing_matches_calls(s, ("operator", Some(("alice", "sre"))), media).await;
     assert!(!reader.is_empty() && reader.len() < operator.len(), "reader {reader:?} operator {operator:?}");
-    assert!(intruder.is_empty());
+    assert!(operator.len() < operator_for_sre.len(), "operator {operator:?} operator for alice {operator_for_sre:?}");
+    assert!(!operator_for_sre.contains(&"delete_namespace".to_owned()), "irreversible without break-glass: {operator_for_sre:?}");
 }
 
 #[tokio::test]

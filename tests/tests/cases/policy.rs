@@ -17,17 +17,8 @@ async fn call_as(s: &Stack, agent: &str, token: Option<&str>, tool: &str, args: 
     post(&http, &s.url(), Some(&session), &headers, &tools_call(1, tool, args)).await.unwrap()
 }
 
-/// A user token from the stack's dev issuer (`portcullis token`).
 fn user_token(s: &Stack, sub: &str, groups: &str) -> String {
-    let out = std::process::Command::new(portcullis_e2e::portcullis_bin())
-        .arg("token")
-        .arg("--certs")
-        .arg(s.certs())
-        .args(["--sub", sub, "--groups", groups])
-        .output()
-        .expect("running portcullis token");
-    assert!(out.status.success(), "portcullis token failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    s.user_token(sub, groups)
 }
 
 fn allowed_output(r: &Reply) -> String {
