@@ -165,13 +165,14 @@ async fn policy_change_reaches_the_running_gateway_without_failing_a_request() {
     for c in clients {
         c.await.unwrap();
     }
-    let t = tally.lock().unwrap();
-    let spanning = t.slow_spans.iter().filter(|(start, end)| *start < pushed_at && *end > active_at).count();
-    eprintln!("load: {} calls ok, {} failed, {spanning} slow calls in flight across the whole swap", t.ok, t.failures.len());
-    assert!(t.failures.is_empty(), "{} of {} calls failed during the reload:\n{}", t.failures.len(), t.ok + t.failures.len(), t.failures.join("\n"));
-    assert!(t.ok >= 20, "too little load to prove anything: {} calls", t.ok);
-    assert!(spanning > 0, "no slow call was in flight across the swap: {:?}", t.slow_spans.len());
-    drop(t);
+    {
+        let t = tally.lock().unwrap();
+        let spanning = t.slow_spans.iter().filter(|(start, end)| *start < pushed_at && *end > active_at).count();
+        eprintln!("load: {} calls ok, {} failed, {spanning} slow calls in flight across the whole swap", t.ok, t.failures.len());
+        assert!(t.failures.is_empty(), "{} of {} calls failed during the reload:\n{}", t.failures.len(), t.ok + t.failures.len(), t.failures.join("\n"));
+        assert!(t.ok >= 20, "too little load to prove anything: {} calls", t.ok);
+        assert!(spanning > 0, "no slow call was in flight across the swap: {:?}", t.slow_spans.len());
+    }
 
     // An invalid change is refused, and the running policy keeps deciding.
     std::fs::write(policies.join("broken.rego"), "package portcullis.authz\n\ndecision := {\n").unwrap();
