@@ -14,6 +14,14 @@
 #     validated as a temporary copy whose filter module is a stub that accepts any
 #     configuration (below); everything else is validated exactly as checked in. The real
 #     filter with a real configuration is exercised by `portcullis up` and the e2e tests.
+#
+# `portcullis up` does not run the template as is: it moves the portcullis filter's config into
+# a file that Envoy reads by ECDS (runner/src/envoy_config.rs split_for_ecds), so that policy
+# changes reach a running Envoy. Each config is therefore validated twice: as checked in, and in
+# that ECDS form (the filter a config_discovery on a file holding a DiscoveryResponse with the
+# filter's TypedExtensionConfig). Validate mode checks that form's bootstrap and that the ECDS
+# file exists, but not the file's contents (checked with Envoy 1.40.0: a bogus resource in it
+# still validates); the filter config inside is the one validated inline in the first form.
 # Nothing listens and no port is bound.
 #
 # Environment: PORTCULLIS_ENVOY (Envoy binary; default .venv/bin/envoy, then envoy on PATH).
@@ -82,6 +90,40 @@ STUB="$WORK/stub-filter.wasm"
 stub_hex="$(grep -v '^#' <<<"$STUB_HEX" | tr -d ' \n')"
 printf '%b' "$(sed 's/../\\x&/g' <<<"$stub_hex")" > "$STUB"
 
+PYTHON=.venv/bin/python
+[[ -x "$PYTHON" ]] || PYTHON="$(command -v python3 || true)"
+[[ -n "$PYTHON" ]] && "$PYTHON" -c 'import yaml' 2>/dev/null \
+    || die "Python with PyYAML not found (needed for the ECDS form); run scripts/setup.sh"
+
+# The ECDS form of bootstrap $1, written to $2, its filter config to the ECDS file $3; the same
+# transformation as split_for_ecds + ecds_response in runner/src/envoy_config.rs.
+ecds_form() {
+    "$PYTHON" - "$1" "$2" "$3" <<'PY'
+import json, sys, yaml
+src, dst, ecds = sys.argv[1:]
+boot = yaml.safe_load(open(src))
+done = 0
+for listener in boot["static_resources"]["listeners"]:
+    for chain in listener.get("filter_chains", []):
+        for f in chain.get("filters", []):
+            for h in f.get("typed_config", {}).get("http_filters", []):
+                if h.get("name") != "portcullis":
+                    continue
+                typed = h.pop("typed_config")
+                h["config_discovery"] = {
+                    "config_source": {"path_config_source": {"path": ecds}, "resource_api_version": "V3"},
+                    "type_urls": [typed["@type"]],
+                }
+                json.dump({"version_info": "validate", "resources": [{
+                    "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                    "name": "portcullis", "typed_config": typed}]}, open(ecds, "w"))
+                done += 1
+if done != 1:
+    sys.exit(f"{src}: expected exactly one http filter named portcullis, found {done}")
+yaml.safe_dump(boot, open(dst, "w"))
+PY
+}
+
 shopt -s nullglob
 configs=(envoy/*.yaml)
 ((${#configs[@]})) || die "no envoy/*.yaml files to validate"
@@ -91,13 +133,20 @@ for config in "${configs[@]}"; do
     copy="$WORK/$(basename -- "$config")"
     # Only the filter module path changes; the copy is read from the repo root like the original.
     sed "s|$FILTER_WASM|$STUB|g" -- "$config" > "$copy"
-    if log="$("$ENVOY" --mode validate --log-level warn -c "$copy" 2>&1)"; then
-        say "OK     $config"
-    else
-        printf '%s\n' "$log" >&2
-        say "FAILED $config"
-        failed+=("$config")
-    fi
+    ecds_copy="${copy%.yaml}.ecds-form.yaml"
+    ecds_form "$copy" "$ecds_copy" "$WORK/$(basename -- "$config" .yaml).filter.ecds.json" \
+        || die "cannot derive the ECDS form of $config"
+    for form in "$copy" "$ecds_copy"; do
+        label="$config"
+        [[ "$form" == "$ecds_copy" ]] && label="$config (ECDS form, as portcullis up runs it)"
+        if log="$("$ENVOY" --mode validate --log-level warn -c "$form" 2>&1)"; then
+            say "OK     $label"
+        else
+            printf '%s\n' "$log" >&2
+            say "FAILED $label"
+            failed+=("$label")
+        fi
+    done
 done
 
 if ((${#failed[@]})); then

@@ -96,6 +96,88 @@ pub fn render(template_yaml: &str, p: &EnvoyParams) -> Result<String, EnvoyConfi
     ))
 }
 
+/// Type of each resource in an ECDS discovery response.
+pub const TYPED_EXTENSION_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+
+/// A rendered bootstrap whose Portcullis filter Envoy takes from a file by ECDS (Extension
+/// Config Discovery), and the filter's own config that goes into that file.
+#[derive(Debug, Clone)]
+pub struct EcdsSplit {
+    /// The bootstrap: the `portcullis` http filter is a `config_discovery` on the ECDS file.
+    pub bootstrap: String,
+    /// The filter's `typed_config` (a Wasm filter config), as rendered.
+    pub filter: serde_json::Value,
+}
+
+/// Moves the Portcullis filter of a [`render`]ed bootstrap out into ECDS served from the file
+/// `ecds_path` (absolute): the bootstrap keeps the filter's place in the chain, but its config
+/// comes from the file, which Envoy re-reads whenever a new file is moved onto that path.
+/// Deliberately no `default_config`: until the file delivers a config, the filter is disabled
+/// and Envoy rejects every stream on the chain (fail closed), and the listener warms until the
+/// first config arrives.
+pub fn split_for_ecds(rendered: &str, ecds_path: &Path) -> Result<EcdsSplit, EnvoyConfigError> {
+    let ecds = abs("ECDS file", ecds_path)?;
+    let mut root: Value = serde_yaml::from_str(rendered).map_err(EnvoyConfigError::Parse)?;
+    let filter = Node::root(&mut root)
+        .at("static_resources")?
+        .at("listeners")?
+        .named(LISTENER_NAME)?
+        .at("filter_chains")?
+        .only()?
+        .at("filters")?
+        .named(HCM_NAME)?
+        .at("typed_config")?
+        .at("http_filters")?
+        .named(WASM_FILTER_NAME)?;
+    let typed_config = filter.clone_of("typed_config")?;
+    let discovery: Value = serde_yaml::from_str(&format!(
+        "name: {WASM_FILTER_NAME}\n\
+         config_discovery:\n  \
+           config_source:\n    \
+             path_config_source: {{ path: {ecds:?} }}\n    \
+             resource_api_version: V3\n  \
+           type_urls: [{WASM_TYPE:?}]\n"
+    ))
+    .map_err(EnvoyConfigError::Parse)?;
+    *filter.value = discovery;
+    let filter = serde_json::to_value(&typed_config).map_err(EnvoyConfigError::PluginConfig)?;
+    let body = serde_yaml::to_string(&root).map_err(EnvoyConfigError::Serialize)?;
+    Ok(EcdsSplit {
+        bootstrap: format!(
+            "# Rendered by portcullis from envoy/envoy.yaml for this machine; do not edit.\n\
+             # The portcullis filter's config is served by ECDS from {ecds}.\n{body}"
+        ),
+        filter,
+    })
+}
+
+/// The ECDS file's contents: a DiscoveryResponse (JSON) with one TypedExtensionConfig, the
+/// Portcullis filter `filter` (from [`split_for_ecds`]) carrying `plugin_config_json`.
+pub fn ecds_response(
+    filter: &serde_json::Value,
+    plugin_config_json: &str,
+    version: &str,
+) -> Result<String, EnvoyConfigError> {
+    serde_json::from_str::<serde_json::Value>(plugin_config_json)
+        .map_err(EnvoyConfigError::PluginConfig)?;
+    let mut filter = filter.clone();
+    let value = filter
+        .pointer_mut("/config/configuration/value")
+        .ok_or_else(|| EnvoyConfigError::Missing {
+            path: "the portcullis filter's config.configuration.value".to_owned(),
+        })?;
+    *value = serde_json::Value::String(plugin_config_json.to_owned());
+    Ok(serde_json::json!({
+        "version_info": version,
+        "resources": [{
+            "@type": TYPED_EXTENSION_CONFIG_TYPE,
+            "name": WASM_FILTER_NAME,
+            "typed_config": filter,
+        }],
+    })
+    .to_string())
+}
+
 /// Locates the Envoy binary: `$PORTCULLIS_ENVOY` (a path, or a command name looked up on
 /// PATH), else `<repo_root>/.venv/bin/envoy` (scripts/setup.sh), else `envoy` on PATH.
 /// The environment is read through `env` so callers (and tests) choose where it comes from;
@@ -312,6 +394,16 @@ impl<'a> Node<'a> {
         Node {
             value: self.value,
             path: self.path.clone(),
+        }
+    }
+
+    /// A copy of the existing value under mapping key `key`.
+    fn clone_of(&self, key: &str) -> Result<Value, EnvoyConfigError> {
+        match self.value.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => Err(EnvoyConfigError::Missing {
+                path: format!("{}.{key}", self.path),
+            }),
         }
     }
 

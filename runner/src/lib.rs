@@ -3,6 +3,7 @@
 pub mod certs;
 pub mod envoy_config;
 pub mod policy_cli;
+pub mod reload;
 pub mod sandbox;
 pub mod bundle;
 pub mod replay;

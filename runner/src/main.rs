@@ -164,7 +164,7 @@ fn run(command: Command) -> Result<ExitCode> {
             sandbox::local::host_supports_namespaces().context("the local sandbox backend cannot run here")?;
             let opts = serve::ServeOptions {
                 listen,
-                catalog: bundle::load_catalog(&catalog)?,
+                catalog: serve::SharedCatalog::new(bundle::load_catalog(&catalog)?),
                 ticket_public_key_pem: std::fs::read(&ticket_public_key).with_context(|| format!("reading {}", ticket_public_key.display()))?,
                 ticket_issuer,
                 tls: tls.server_config(gateway_id)?,

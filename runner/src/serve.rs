@@ -4,7 +4,7 @@
 //! gateway ticket is verified (signature, expiry, replay, plan hash, tool); then the tool runs
 //! in a fresh sandbox from the configured backend, which is destroyed before the reply.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use portcullis_core::catalog::Catalog;
@@ -31,10 +31,29 @@ pub const APPROVAL_REQUIRED: i32 = -32004;
 
 /// Shared state of the runner's MCP service.
 pub struct Runner {
-    pub catalog: Catalog,
+    pub catalog: SharedCatalog,
     pub verifier: Verifier,
     pub replay: ReplayGuard,
     pub backend: Arc<dyn Backend>,
+}
+
+/// The catalog the runner lists and runs tools from. `up` replaces it when the catalog file
+/// changes; a call in progress keeps the catalog it started with.
+#[derive(Clone)]
+pub struct SharedCatalog(Arc<RwLock<Arc<Catalog>>>);
+
+impl SharedCatalog {
+    pub fn new(catalog: Catalog) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(catalog))))
+    }
+
+    pub fn current(&self) -> Arc<Catalog> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub fn replace(&self, catalog: Catalog) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(catalog);
+    }
 }
 
 /// One MCP session's handler; all sessions share the [`Runner`].
@@ -85,6 +104,7 @@ impl ServerHandler for Handler {
         let tools = self
             .0
             .catalog
+            .current()
             .tools()
             .map(|t| Tool::new(t.name.clone(), t.description.clone(), Arc::new(t.input_schema.clone())))
             .collect();
@@ -112,7 +132,8 @@ impl ServerHandler for Handler {
             tracing::warn!(tool = %request.name, %refusal, "call refused");
             McpError::new(ErrorCode(TICKET_REFUSED), refusal.to_string(), Some(json!({"tool": request.name})))
         })?;
-        let Some(tool) = runner.catalog.get(&request.name) else {
+        let catalog = runner.catalog.current();
+        let Some(tool) = catalog.get(&request.name) else {
             return Err(McpError::invalid_params(format!("tool {} is not in the catalog", request.name), None));
         };
         if claims.require_approval {
@@ -141,7 +162,7 @@ impl ServerHandler for Handler {
 /// Everything `serve` needs, resolved from the command line.
 pub struct ServeOptions {
     pub listen: std::net::SocketAddr,
-    pub catalog: Catalog,
+    pub catalog: SharedCatalog,
     pub ticket_public_key_pem: Vec<u8>,
     pub ticket_issuer: String,
     pub tls: rustls::ServerConfig,

@@ -14,12 +14,16 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
 use crate::certs::{self, DevPki};
-use crate::envoy_config::{find_envoy, process_env, render, EnvoyParams};
+use crate::envoy_config::{ecds_response, find_envoy, process_env, render, split_for_ecds, EnvoyParams};
 use crate::sandbox::local::LocalNamespaces;
-use crate::serve::{serve, ServeOptions};
-use crate::{bundle, tls};
+use crate::serve::{serve, ServeOptions, SharedCatalog};
+use crate::{reload, tls};
 
 pub const TRUST_DOMAIN: &str = "portcullis.local";
+/// Envoy's worker threads.
+const ENVOY_WORKERS: usize = 2;
+/// The ECDS file in the state dir that carries the filter's config to Envoy.
+pub const ECDS_FILE: &str = "portcullis-filter.ecds.json";
 /// The dev agent identities `up` creates: one per default role, and one with no role.
 pub const DEV_AGENTS: &[&str] = &["reader", "operator", "intruder"];
 
@@ -47,23 +51,35 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         bail!("the filter is not built: {} is missing (run `make build`)", opts.wasm.display());
     }
     let envoy_bin = find_envoy(&opts.root, &process_env)?;
-    let plugin_config = bundle::plugin_config(&opts.policies, &opts.catalog, &pki.ticket_signing_key)?;
-    let plugin_config = bundle::with_settings(plugin_config, opts.gateway_settings.as_deref())?;
+    let sources = reload::Sources {
+        policies: opts.policies.clone(),
+        catalog: opts.catalog.clone(),
+        signing_key: pki.ticket_signing_key.clone(),
+        settings: opts.gateway_settings.clone(),
+    };
+    let fingerprint = reload::fingerprint(&sources);
+    let built = reload::build(&sources)?;
     let template = std::fs::read_to_string(opts.root.join("envoy/envoy.yaml")).context("reading envoy/envoy.yaml")?;
     let params = EnvoyParams {
         listen_addr: opts.listen,
         runner_addr: opts.runner_listen,
         admin_addr: opts.admin,
         wasm_path: std::path::absolute(&opts.wasm)?,
-        plugin_config_json: plugin_config,
+        plugin_config_json: built.json.clone(),
         pki: pki.clone(),
     };
+    // The filter's config goes to Envoy by ECDS from this file, which exists (with the first
+    // config) before Envoy starts; later configs are moved onto it (crate::reload).
+    let ecds_path = std::path::absolute(opts.state_dir.join(ECDS_FILE))?;
+    let split = split_for_ecds(&render(&template, &params)?, &ecds_path)?;
+    reload::write_atomically(&ecds_path, ecds_response(&split.filter, &built.json, &built.version)?.as_bytes())?;
     let rendered = opts.state_dir.join("envoy.yaml");
-    std::fs::write(&rendered, render(&template, &params)?).context("writing the rendered Envoy config")?;
+    std::fs::write(&rendered, &split.bootstrap).context("writing the rendered Envoy config")?;
+    let runner_catalog = SharedCatalog::new(built.catalog.clone());
 
     // The runner, in this process.
     let (stop_runner, runner_stopped) = oneshot::channel::<()>();
-    let serve_opts = runner_options(&opts, &pki)?;
+    let serve_opts = runner_options(&opts, &pki, runner_catalog.clone())?;
     let runner = tokio::spawn(serve(serve_opts, async move {
         let _ = runner_stopped.await;
     }));
@@ -77,24 +93,37 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         return Err(e);
     }
     print_ready(&opts, &pki, started.elapsed(), &envoy_log);
+    println!("portcullis: policy version {} active; watching {} and {}", built.version, opts.policies.display(), opts.catalog.display());
+    let reloader = reload::Reloader {
+        sources,
+        ecds_path,
+        filter: split.filter,
+        runner_catalog,
+        envoy_log: envoy_log.clone(),
+        active_version: built.version,
+        fingerprint,
+        envoy_threads: ENVOY_WORKERS + 1,
+    };
+    let watcher = tokio::spawn(reloader.run());
 
     let result = tokio::select! {
         _ = shutdown_signal(opts.stop_on_stdin_eof) => Ok(()),
         status = envoy.wait() => Err(anyhow::anyhow!("envoy exited unexpectedly: {status:?}; see {}", envoy_log.display())),
         r = runner => Err(anyhow::anyhow!("runner stopped unexpectedly: {r:?}")),
     };
+    watcher.abort();
     eprintln!("portcullis: stopping");
     stop_envoy(&mut envoy).await;
     let _ = stop_runner.send(());
     result
 }
 
-fn runner_options(opts: &UpOptions, pki: &DevPki) -> Result<ServeOptions> {
+fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog) -> Result<ServeOptions> {
     let gateway_id = certs::spiffe_id(TRUST_DOMAIN, "portcullis", "gateway");
     let exe = std::env::current_exe().context("locating the portcullis binary")?;
     Ok(ServeOptions {
         listen: opts.runner_listen,
-        catalog: bundle::load_catalog(&opts.catalog)?,
+        catalog,
         ticket_public_key_pem: std::fs::read(&pki.ticket_public_key)?,
         ticket_issuer: "portcullis-gateway".into(),
         tls: tls::server_config(&pki.runner.cert, &pki.runner.key, &pki.ca_cert, vec![gateway_id])?,
@@ -122,7 +151,7 @@ fn start_envoy(bin: &Path, config: &Path, log: &Path) -> Result<Child> {
     Command::new(bin)
         .arg("-c")
         .arg(config)
-        .args(["--disable-hot-restart", "--concurrency", "2", "-l", "warning", "--component-log-level", "wasm:info"])
+        .args(["--disable-hot-restart", "--concurrency", &ENVOY_WORKERS.to_string(), "-l", "warning", "--component-log-level", "wasm:info"])
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)

@@ -5,3 +5,4 @@ mod listing;
 mod plan_hash;
 mod policy;
 mod ratelimit;
+mod reload;
