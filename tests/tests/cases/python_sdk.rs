@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use portcullis_e2e::{portcullis_bin, repo_root, Stack};
+use portcullis_e2e::{repo_root, Stack};
 use serde_json::Value;
 
 use crate::stack;
