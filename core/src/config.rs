@@ -7,6 +7,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::gateway::Gateway;
 use crate::json::Limits;
 use crate::ticket::{Signer, TicketError};
+use crate::userjwt::{UserVerifier, UsersConfig, UsersConfigError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +17,9 @@ pub struct RawConfig {
     pub ticket: RawTicket,
     #[serde(default)]
     pub limits: RawLimits,
+    /// Trusted issuers of user tokens; without any, no request carries a verified user.
+    #[serde(default)]
+    pub users: UsersConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +75,8 @@ pub enum ConfigError {
     Ttl(u64),
     #[error("limits: {0}")]
     Limits(String),
+    #[error(transparent)]
+    Users(#[from] UsersConfigError),
 }
 
 impl Gateway {
@@ -92,6 +98,7 @@ impl Gateway {
             return Err(ConfigError::Limits("max_body_bytes and max_depth must be positive".into()));
         }
         let limits = Limits { max_body_bytes: raw.limits.max_body_bytes, max_depth: raw.limits.max_depth };
-        Ok(Gateway::new(limits, catalog, authorizer, signer))
+        let users = UserVerifier::new(&raw.users)?;
+        Ok(Gateway::new(limits, catalog, authorizer, signer, users))
     }
 }

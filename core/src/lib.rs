@@ -17,7 +17,9 @@ pub mod gateway;
 pub mod json;
 pub mod jsonrpc;
 pub mod plan;
+pub mod schema;
 pub mod ticket;
+pub mod userjwt;
 
 /// The HTTP header that carries the gateway's ticket to the runner.
 pub const TICKET_HEADER: &str = "x-portcullis-ticket";
