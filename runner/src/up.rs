@@ -34,6 +34,8 @@ pub struct UpOptions {
     pub policies: PathBuf,
     pub wasm: PathBuf,
     pub stop_on_stdin_eof: bool,
+    /// The plugin configuration's `users` section (JSON); `None`: trust the dev issuer.
+    pub users: Option<PathBuf>,
 }
 
 pub async fn up(opts: UpOptions) -> Result<()> {
@@ -43,7 +45,8 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         bail!("the filter is not built: {} is missing (run `make build`)", opts.wasm.display());
     }
     let envoy_bin = find_envoy(&opts.root, &process_env)?;
-    let plugin_config = bundle::plugin_config(&opts.policies, &opts.catalog, &pki.ticket_signing_key)?;
+    let users = crate::users::users_config(opts.users.as_deref(), &pki.user_issuer)?;
+    let plugin_config = bundle::plugin_config(&opts.policies, &opts.catalog, &pki.ticket_signing_key, &users)?;
     let template = std::fs::read_to_string(opts.root.join("envoy/envoy.yaml")).context("reading envoy/envoy.yaml")?;
     let params = EnvoyParams {
         listen_addr: opts.listen,
