@@ -13,6 +13,11 @@ intruder := {"spiffe_id": "spiffe://portcullis.local/ns/agents/sa/intruder", "tr
 
 call(who, tool) := {"method": "tools/call", "tool": tool, "arguments": {}, "plan_hash": "sha256:00", "workload": who, "user": null}
 
+alice := {"sub": "alice", "iss": "https://idp.portcullis.local", "groups": ["sre"], "claims": {"sub": "alice"}}
+
+# A call made for a verified user.
+call_for(who, user, tool) := object.union(call(who, tool), {"user": user, "user_error": null})
+
 rpc(who, method) := {"method": method, "tool": null, "arguments": null, "plan_hash": null, "workload": who, "user": null}
 
 test_reader_may_call_query_tool if {
@@ -22,20 +27,27 @@ test_reader_may_call_query_tool if {
 }
 
 test_reader_may_not_apply if {
-	d := authz.decision with input as call(reader, "apply_config")
+	d := authz.decision with input as call_for(reader, alice, "apply_config")
 	not d.allow
 	d.rule_ids == ["tools.not_permitted"]
 	d.reasons == [`roles ["reader"] may not call apply tool apply_config (risk medium)`]
 }
 
 test_operator_may_apply if {
-	d := authz.decision with input as call(operator, "apply_config")
+	d := authz.decision with input as call_for(operator, alice, "apply_config")
 	d.allow
 	not d.require_approval
 }
 
+test_apply_needs_a_verified_user if {
+	d := authz.decision with input as object.union(call(operator, "apply_config"), {"user_error": "bearer token expired"})
+	not d.allow
+	d.rule_ids == ["user.required"]
+	d.reasons == ["tool apply_config requires a verified user: bearer token expired"]
+}
+
 test_irreversible_denied_even_for_operator if {
-	d := authz.decision with input as call(operator, "delete_namespace")
+	d := authz.decision with input as call_for(operator, alice, "delete_namespace")
 	not d.allow
 	d.rule_ids == ["tools.irreversible"]
 }
