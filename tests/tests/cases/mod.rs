@@ -1,4 +1,5 @@
 mod config;
 mod direct;
 mod gateway;
+mod identity;
 mod plan_hash;
