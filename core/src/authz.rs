@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::Catalog;
+use crate::userjwt::VerifiedUser;
 
 /// The rule every bundle must define.
 pub const ENTRYPOINT: &str = "data.portcullis.authz.decision";
@@ -33,6 +34,9 @@ pub struct Workload {
     pub trust_domain: String,
     /// The path part of the SPIFFE ID, e.g. `/ns/agents/sa/reader`.
     pub path: String,
+    /// `agents` and `reader` for a path `/ns/agents/sa/reader`; `None` for any other path shape.
+    pub namespace: Option<String>,
+    pub service_account: Option<String>,
 }
 
 impl Workload {
@@ -46,7 +50,35 @@ impl Workload {
             && path.split('/').all(|seg| {
                 !seg.is_empty() && seg != "." && seg != ".." && seg.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
             });
-        (td_ok && path_ok).then(|| Self { spiffe_id: id.to_owned(), trust_domain: td.to_owned(), path: format!("/{path}") })
+        if !(td_ok && path_ok) {
+            return None;
+        }
+        let (namespace, service_account) = match path.split('/').collect::<Vec<_>>().as_slice() {
+            ["ns", ns, "sa", sa] => (Some((*ns).to_owned()), Some((*sa).to_owned())),
+            _ => (None, None),
+        };
+        Some(Self { spiffe_id: id.to_owned(), trust_domain: td.to_owned(), path: format!("/{path}"), namespace, service_account })
+    }
+}
+
+/// The request time as policy sees it (`input.time`), in UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyTime {
+    pub unix: u64,
+    /// English day name, e.g. `Monday`.
+    pub weekday: &'static str,
+    pub hour: u8,
+    pub minute: u8,
+}
+
+impl PolicyTime {
+    pub fn from_unix(unix: u64) -> Self {
+        const DAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
+        let days = unix / 86_400;
+        let secs = unix % 86_400;
+        // 1970-01-01 was a Thursday.
+        let weekday = DAYS.get((days % 7) as usize).copied().unwrap_or("Thursday");
+        Self { unix, weekday, hour: (secs / 3600) as u8, minute: (secs % 3600 / 60) as u8 }
     }
 }
 
@@ -58,8 +90,11 @@ pub struct PolicyInput<'a> {
     pub arguments: Option<&'a Map<String, Value>>,
     pub plan_hash: Option<&'a str>,
     pub workload: &'a Workload,
-    /// Verified user claims; `null` when no valid user token was presented.
-    pub user: Option<&'a Value>,
+    /// The verified user; `null` when no valid user token was presented.
+    pub user: Option<&'a VerifiedUser>,
+    /// Why there is no user (`null` when there is one), e.g. `bearer token expired`.
+    pub user_error: Option<&'a str>,
+    pub time: PolicyTime,
 }
 
 /// The decision document policy returns.
@@ -214,4 +249,28 @@ fn test_rule_name(line: &str) -> Option<&str> {
     }
     let end = line.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(line.len());
     line.get(..end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_time_is_utc_weekday_hour_minute() {
+        let t = PolicyTime::from_unix(1_790_000_000);
+        assert_eq!((t.weekday, t.hour, t.minute), ("Monday", 14, 13));
+        assert_eq!(PolicyTime::from_unix(0).weekday, "Thursday");
+        assert_eq!(PolicyTime::from_unix(4 * 86_400 - 1).weekday, "Sunday");
+        assert_eq!(PolicyTime::from_unix(4 * 86_400).weekday, "Monday");
+    }
+
+    #[test]
+    fn workload_namespace_and_service_account_only_for_ns_sa_paths() {
+        let w = Workload::from_spiffe_id("spiffe://td/ns/agents/sa/reader").unwrap();
+        assert_eq!((w.namespace.as_deref(), w.service_account.as_deref()), (Some("agents"), Some("reader")));
+        for other in ["spiffe://td/ns/agents/sa/reader/x", "spiffe://td/workload/1", "spiffe://td/ns/agents"] {
+            let w = Workload::from_spiffe_id(other).unwrap();
+            assert_eq!((w.namespace, w.service_account), (None, None), "{other}");
+        }
+    }
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::schema::{CompileError, Schema};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Risk {
@@ -84,12 +86,15 @@ pub enum CatalogError {
     BadSchema(String),
     #[error("tool {0:?}: execution.local.command must not be empty")]
     EmptyCommand(String),
+    #[error("tool {tool:?}: input_schema: {error}")]
+    Schema { tool: String, error: CompileError },
 }
 
-/// A validated catalog, indexed by tool name.
+/// A validated catalog, indexed by tool name, with each tool's input schema compiled.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Catalog {
     tools: BTreeMap<String, Tool>,
+    schemas: BTreeMap<String, Schema>,
 }
 
 impl Catalog {
@@ -108,6 +113,7 @@ impl Catalog {
             return Err(CatalogError::Version(raw.version));
         }
         let mut tools = BTreeMap::new();
+        let mut schemas = BTreeMap::new();
         for tool in raw.tools {
             let name_ok = (1..=64).contains(&tool.name.len())
                 && tool.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
@@ -120,15 +126,22 @@ impl Catalog {
             if tool.execution.local.command.is_empty() {
                 return Err(CatalogError::EmptyCommand(tool.name));
             }
+            let schema = Schema::compile(&tool.input_schema).map_err(|error| CatalogError::Schema { tool: tool.name.clone(), error })?;
+            schemas.insert(tool.name.clone(), schema);
             if let Some(dup) = tools.insert(tool.name.clone(), tool) {
                 return Err(CatalogError::Duplicate(dup.name));
             }
         }
-        Ok(Self { tools })
+        Ok(Self { tools, schemas })
     }
 
     pub fn get(&self, name: &str) -> Option<&Tool> {
         self.tools.get(name)
+    }
+
+    /// The compiled input schema of a catalog tool.
+    pub fn schema(&self, name: &str) -> Option<&Schema> {
+        self.schemas.get(name)
     }
 
     pub fn tools(&self) -> impl Iterator<Item = &Tool> {

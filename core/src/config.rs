@@ -8,6 +8,7 @@ use crate::gateway::Gateway;
 use crate::json::Limits;
 use crate::ratelimit::{RateLimitError, RateLimits, RawRateLimits};
 use crate::ticket::{Signer, TicketError};
+use crate::userjwt::{UserVerifier, UsersConfig, UsersConfigError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +21,9 @@ pub struct RawConfig {
     /// Per-workload token buckets; absent means no rate limiting.
     #[serde(default)]
     pub rate_limits: Option<RawRateLimits>,
+    /// Trusted issuers of user tokens; without any, no request carries a verified user.
+    #[serde(default)]
+    pub users: UsersConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +81,8 @@ pub enum ConfigError {
     Limits(String),
     #[error(transparent)]
     RateLimits(#[from] RateLimitError),
+    #[error(transparent)]
+    Users(#[from] UsersConfigError),
 }
 
 impl Gateway {
@@ -99,6 +105,7 @@ impl Gateway {
         }
         let limits = Limits { max_body_bytes: raw.limits.max_body_bytes, max_depth: raw.limits.max_depth };
         let rate_limits = raw.rate_limits.as_ref().map(RateLimits::from_raw).transpose()?;
-        Ok(Gateway::new(limits, catalog, authorizer, signer).with_rate_limits(rate_limits))
+        let users = UserVerifier::new(&raw.users)?;
+        Ok(Gateway::new(limits, catalog, authorizer, signer, users).with_rate_limits(rate_limits))
     }
 }

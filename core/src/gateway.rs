@@ -1,9 +1,9 @@
 //! The decision pipeline the filter runs for every request body:
 //! strict parse → JSON-RPC/MCP validation → identity → plan hash → Rego → ticket.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use crate::authz::{Authorizer, Decision, PolicyInput, Workload};
+use crate::authz::{Authorizer, Decision, PolicyInput, PolicyTime, Workload};
 use crate::catalog::Catalog;
 use crate::error::{RejectKind, Rejection, DENIED, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RATE_LIMITED};
 use crate::json::{parse_strict, Limits, StrictJsonError};
@@ -11,6 +11,7 @@ use crate::jsonrpc::{self, Id, Method, RpcError};
 use crate::plan::plan_hash;
 use crate::ratelimit::RateLimits;
 use crate::ticket::{Claims, Signer, AUDIENCE};
+use crate::userjwt::UserVerifier;
 
 /// A configured gateway: everything compiled once at plugin configuration.
 pub struct Gateway {
@@ -19,6 +20,7 @@ pub struct Gateway {
     authorizer: Authorizer,
     signer: Signer,
     rate_limits: Option<RateLimits>,
+    users: UserVerifier,
 }
 
 /// Per-request facts the host supplies.
@@ -30,6 +32,8 @@ pub struct RequestContext<'a> {
     pub now_unix: u64,
     /// Fresh randomness for the decision id and ticket `jti`.
     pub entropy: [u8; 16],
+    /// The request's `Authorization` header (a user's bearer token), if any.
+    pub authorization: Option<&'a str>,
 }
 
 /// An allowed request: forward it, with the ticket header when one is issued.
@@ -47,8 +51,9 @@ pub struct Allowed {
 pub type Verdict = Result<Allowed, Rejection>;
 
 impl Gateway {
-    pub fn new(limits: Limits, catalog: Catalog, authorizer: Authorizer, signer: Signer) -> Self {
-        Self { limits, catalog, authorizer, signer, rate_limits: None }
+
+    pub fn new(limits: Limits, catalog: Catalog, authorizer: Authorizer, signer: Signer, users: UserVerifier) -> Self {
+        Self { limits, catalog, authorizer, signer, users, rate_limits: None }
     }
 
     pub fn with_rate_limits(mut self, rate_limits: Option<RateLimits>) -> Self {
@@ -110,12 +115,25 @@ impl Gateway {
                 let hash = plan_hash(name, arguments.as_ref()).map_err(|e| {
                     Rejection::new(RejectKind::Invalid, 400, INVALID_PARAMS, format!("invalid params: {e}"), id.clone())
                 })?;
+                self.check_arguments(name, arguments.as_ref(), &hash, &id)?;
                 (Some(name.as_str()), arguments.as_ref(), Some(hash))
             }
             _ => (None, None, None),
         };
 
-        let input = PolicyInput { method: &method, tool, arguments, plan_hash: hash.as_deref(), workload: &workload, user: None };
+        // A missing or invalid token is never a user; policy sees why instead.
+        let verified = self.users.verify(ctx.authorization, ctx.now_unix);
+        let user_error = verified.as_ref().err().map(ToString::to_string);
+        let input = PolicyInput {
+            method: &method,
+            tool,
+            arguments,
+            plan_hash: hash.as_deref(),
+            workload: &workload,
+            user: verified.as_ref().ok(),
+            user_error: user_error.as_deref(),
+            time: PolicyTime::from_unix(ctx.now_unix),
+        };
         let decision_id = hex::encode(ctx.entropy);
         let decision = self.authorizer.decide(&input).map_err(|e| {
             Rejection::new(RejectKind::Internal, 500, INTERNAL_ERROR, format!("policy evaluation failed: {e}"), id.clone())
@@ -139,7 +157,7 @@ impl Gateway {
                     iss: self.signer.issuer.clone(),
                     aud: AUDIENCE.to_owned(),
                     sub: workload.spiffe_id.clone(),
-                    user: None,
+                    user: verified.as_ref().ok().map(|u| u.sub.clone()),
                     tool: tool.to_owned(),
                     plan_hash: hash.clone(),
                     decision_id: decision_id.clone(),
@@ -157,6 +175,17 @@ impl Gateway {
             _ => None,
         };
         Ok(Allowed { id, method, ticket, plan_hash: hash, decision_id, decision })
+    }
+
+    /// Validates a tools/call's arguments against its catalog tool's input schema (an absent
+    /// `arguments` is `{}`). A tool not in the catalog is left to policy, which denies it.
+    fn check_arguments(&self, tool: &str, arguments: Option<&Map<String, Value>>, hash: &str, id: &Option<Id>) -> Result<(), Rejection> {
+        let Some(schema) = self.catalog.schema(tool) else { return Ok(()) };
+        let empty = Map::new();
+        schema.validate_object(arguments.unwrap_or(&empty)).map_err(|e| {
+            Rejection::new(RejectKind::Invalid, 400, INVALID_PARAMS, format!("invalid arguments for tool {tool}: {e}"), id.clone())
+                .with_data(json!({"path": e.path, "reason": e.reason, "tool": tool, "plan_hash": hash}))
+        })
     }
 }
 

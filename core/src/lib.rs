@@ -19,7 +19,9 @@ pub mod jsonrpc;
 pub mod listing;
 pub mod plan;
 pub mod ratelimit;
+pub mod schema;
 pub mod ticket;
+pub mod userjwt;
 
 /// The HTTP header that carries the gateway's ticket to the runner.
 pub const TICKET_HEADER: &str = "x-portcullis-ticket";

@@ -117,7 +117,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter { gateway: self.gateway.clone(), metrics: self.metrics, decision_id: None, listing: Listing::Off }))
+        Some(Box::new(Filter { gateway: self.gateway.clone(), metrics: self.metrics, decision_id: None, listing: Listing::Off, authorization: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -131,6 +131,8 @@ struct Filter {
     decision_id: Option<String>,
     /// Set for an allowed tools/list: how to trim the answer.
     listing: Listing,
+    /// The user's bearer token, read and removed from the request before it is forwarded.
+    authorization: Option<String>,
 }
 
 impl Context for Filter {}
@@ -140,6 +142,12 @@ impl HttpContext for Filter {
         // Never trust a ticket the client brought, whatever happens next.
         if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, TICKET_HEADER, None) {
             log::error!("portcullis: cannot strip inbound ticket header: {status:?}");
+            return reject_internal();
+        }
+        // The user's token is for the gateway only: the runner learns the user from the ticket.
+        self.authorization = header("authorization");
+        if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None) {
+            log::error!("portcullis: cannot strip the authorization header: {status:?}");
             return reject_internal();
         }
         if self.gateway.is_none() {
@@ -202,7 +210,7 @@ impl Filter {
             return self.reject(&rejection);
         }
         let started = hostcalls::get_current_time().ok();
-        let ctx = RequestContext { peer_uri_san: peer.as_deref(), now_unix: now_unix(), entropy: entropy() };
+        let ctx = RequestContext { peer_uri_san: peer.as_deref(), now_unix: now_unix(), entropy: entropy(), authorization: self.authorization.as_deref() };
         let verdict = gateway.decide(body, ctx);
         if let (Some(id), Some(start), Ok(end)) = (self.metrics.decision_us, started, hostcalls::get_current_time()) {
             let us = end.duration_since(start).map_or(0, |d| d.as_micros());

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use portcullis_core::authz::{PolicyBundle, PolicyModule};
 use portcullis_core::catalog::Catalog;
+use portcullis_core::userjwt::UsersConfig;
 use serde_json::{json, Value};
 
 /// Loads a catalog file (YAML or JSON) as a JSON value, validating it.
@@ -49,7 +50,7 @@ pub fn load_policy(dir: &Path, with_tests: bool) -> Result<PolicyBundle> {
 
 /// The plugin configuration JSON, checked by building a gateway from it exactly as the filter
 /// will, so a bad bundle fails here rather than inside Envoy.
-pub fn plugin_config(policy_dir: &Path, catalog_path: &Path, signing_key: &Path) -> Result<String> {
+pub fn plugin_config(policy_dir: &Path, catalog_path: &Path, signing_key: &Path, users: &UsersConfig) -> Result<String> {
     let policy = load_policy(policy_dir, false)?;
     let catalog = load_catalog_value(catalog_path)?;
     let key = std::fs::read_to_string(signing_key).with_context(|| format!("reading {}", signing_key.display()))?;
@@ -57,6 +58,7 @@ pub fn plugin_config(policy_dir: &Path, catalog_path: &Path, signing_key: &Path)
         "policy": policy,
         "catalog": catalog,
         "ticket": { "signing_key_pem": key, "issuer": "portcullis-gateway", "ttl_seconds": 30 },
+        "users": users,
     })
     .to_string();
     portcullis_core::gateway::Gateway::from_config_json(config.as_bytes()).context("the plugin configuration does not build a gateway")?;

@@ -11,6 +11,7 @@
 //! agents/<name>-bundle.pem               key + cert in one file (e.g. reqwest::Identity::from_pem)
 //! ticket-signing-key.pem                 Ed25519 PKCS#8 private key ("BEGIN PRIVATE KEY")
 //! ticket-signing-pub.pem                 Ed25519 SPKI public key ("BEGIN PUBLIC KEY")
+//! users/idp.key.pem, users/jwks.json     dev user-token issuer (see crate::users)
 //! ```
 //!
 //! [`ensure`] is idempotent: a complete, consistent, unexpired set is reused byte for byte, and
@@ -43,8 +44,8 @@ const BACKDATE: Duration = Duration::minutes(5);
 /// Existing certificates that expire within this window are replaced.
 const RENEW_BEFORE: Duration = Duration::days(1);
 
-const CERT_MODE: u32 = 0o644;
-const KEY_MODE: u32 = 0o600;
+pub(crate) const CERT_MODE: u32 = 0o644;
+pub(crate) const KEY_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
 
 /// The SPIFFE ID `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`.
@@ -82,6 +83,8 @@ pub struct DevPki {
     pub agents: Vec<AgentIdentity>,
     pub ticket_signing_key: PathBuf,
     pub ticket_public_key: PathBuf,
+    /// The dev issuer of user tokens.
+    pub user_issuer: crate::users::DevIssuer,
 }
 
 impl DevPki {
@@ -197,6 +200,7 @@ pub fn ensure(dir: &Path, trust_domain: &str, agents: &[&str]) -> Result<DevPki,
         }
         identities.push(id);
     }
+    let user_issuer = crate::users::ensure(&layout.dir)?;
 
     Ok(DevPki {
         dir: layout.dir,
@@ -208,6 +212,7 @@ pub fn ensure(dir: &Path, trust_domain: &str, agents: &[&str]) -> Result<DevPki,
         agents: identities,
         ticket_signing_key: layout.ticket_key,
         ticket_public_key: layout.ticket_pub,
+        user_issuer,
     })
 }
 
@@ -558,7 +563,7 @@ fn issue_leaf(
 ///
 /// ring emits PKCS#8 v2 (with the public key embedded), which OpenSSL 3 refuses to read;
 /// v1 is what every tool accepts, and jsonwebtoken's `from_ed_pem` takes either.
-fn ed25519_pkcs8_v1() -> Result<(String, String), CertsError> {
+pub(crate) fn ed25519_pkcs8_v1() -> Result<(String, String), CertsError> {
     // RFC 8410: SEQUENCE { INTEGER version, AlgorithmIdentifier { id-Ed25519 },
     // OCTET STRING { OCTET STRING seed(32) } [, [1] publicKey] }. Both versions share the
     // layout up to and including the seed; only the outer length and version differ.
@@ -618,12 +623,12 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-fn read(path: &Path) -> Result<String, CertsError> {
+pub(crate) fn read(path: &Path) -> Result<String, CertsError> {
     fs::read_to_string(path).map_err(io_err("read", path))
 }
 
 /// Creates `dir` (0700), or tightens an existing one that others can read.
-fn prepare_dir(dir: &Path) -> Result<(), CertsError> {
+pub(crate) fn prepare_dir(dir: &Path) -> Result<(), CertsError> {
     fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
     let mode = fs::metadata(dir)
         .map_err(io_err("stat", dir))?
@@ -653,7 +658,7 @@ fn lock_dir(dir: &Path) -> Result<Flock<fs::File>, CertsError> {
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file and a
 /// key file never exists with a wider mode than `mode`.
-fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CertsError> {
+pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CertsError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);

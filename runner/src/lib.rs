@@ -11,3 +11,4 @@ pub mod serve;
 pub mod tls;
 pub mod tools;
 pub mod up;
+pub mod users;

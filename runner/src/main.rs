@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use portcullis_runner::sandbox;
 use portcullis_runner::up::{self, UpOptions, DEV_AGENTS, TRUST_DOMAIN};
-use portcullis_runner::{bundle, certs, serve, tls};
+use portcullis_runner::{bundle, certs, serve, tls, users};
 
 #[derive(Parser)]
 #[command(name = "portcullis", version, about = "Least-privilege gateway runner for AI agents")]
@@ -51,6 +51,10 @@ enum Command {
         /// The runner answers with `application/json` bodies instead of event streams.
         #[arg(long)]
         json_response: bool,
+        /// Trusted user-token issuers: a JSON file `{"issuers": [{"issuer", "audiences",
+        /// "jwks", "leeway_seconds"}]}`. Default: the dev issuer in <state-dir>/certs/users.
+        #[arg(long)]
+        users: Option<PathBuf>,
     },
     /// Run the runner's MCP server (TLS; only the gateway's client certificate is accepted).
     Serve {
@@ -87,6 +91,25 @@ enum Command {
         catalog: PathBuf,
         #[arg(long, default_value = ".portcullis/certs/ticket-signing-key.pem")]
         signing_key: PathBuf,
+        /// Trusted user-token issuers (JSON, as for `up --users`). Default: the dev issuer
+        /// next to the signing key (<certs>/users/jwks.json).
+        #[arg(long)]
+        users: Option<PathBuf>,
+    },
+    /// Print a user token (JWT) signed by the dev issuer, for `Authorization: Bearer`.
+    Token {
+        #[arg(long, default_value = ".portcullis/certs")]
+        certs: PathBuf,
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        #[arg(long, default_value = portcullis_runner::users::DEV_AUDIENCE)]
+        aud: String,
+        /// Seconds until the token expires (negative: already expired).
+        #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
+        expires_in: i64,
     },
     /// Read one tools/call JSON-RPC request on stdin and print its plan hash.
     PlanHash,
@@ -154,9 +177,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Up { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response } => {
+        Command::Up { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users } => {
             std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
-            let opts = UpOptions { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response };
+            let opts = UpOptions { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users };
             runtime()?.block_on(up::up(opts))?;
         }
         Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id } => {
@@ -182,9 +205,16 @@ fn run(command: Command) -> Result<ExitCode> {
             for a in &pki.agents {
                 println!("agent {} {} cert {} key {}", a.name, a.spiffe_id, a.cert.display(), a.key.display());
             }
+            println!("user issuer {} key {} jwks {}", users::DEV_ISSUER, pki.user_issuer.key.display(), pki.user_issuer.jwks.display());
         }
-        Command::PluginConfig { policies, catalog, signing_key } => {
-            println!("{}", bundle::plugin_config(&policies, &catalog, &signing_key)?);
+        Command::PluginConfig { policies, catalog, signing_key, users: users_file } => {
+            let dev = users::DevIssuer::in_dir(signing_key.parent().unwrap_or(std::path::Path::new(".")));
+            let users = users::users_config(users_file.as_deref(), &dev)?;
+            println!("{}", bundle::plugin_config(&policies, &catalog, &signing_key, &users)?);
+        }
+        Command::Token { certs, sub, groups, aud, expires_in } => {
+            let request = users::TokenRequest { sub, groups, audience: aud, expires_in };
+            println!("{}", users::mint(&users::DevIssuer::in_dir(&certs), &request)?);
         }
         Command::PlanHash => {
             let mut body = Vec::new();

@@ -32,6 +32,8 @@ pub struct Sources {
     pub signing_key: PathBuf,
     /// `up --gateway-settings`: extra plugin-configuration sections.
     pub settings: Option<PathBuf>,
+    /// Trusted user-token issuers (resolved once by `up`).
+    pub users: portcullis_core::userjwt::UsersConfig,
 }
 
 /// A plugin configuration that built a gateway natively, exactly as the filter will.
@@ -42,7 +44,7 @@ pub struct Built {
 }
 
 pub fn build(src: &Sources) -> Result<Built> {
-    let json = bundle::plugin_config(&src.policies, &src.catalog, &src.signing_key)?;
+    let json = bundle::plugin_config(&src.policies, &src.catalog, &src.signing_key, &src.users)?;
     let json = bundle::with_settings(json, src.settings.as_deref())?;
     let gateway = Gateway::from_config_json(json.as_bytes())
         .context("the plugin configuration does not build a gateway")?;

@@ -78,6 +78,8 @@ pub enum Refusal {
     NoTicket,
     #[error("more than one gateway ticket header")]
     SeveralTickets,
+    #[error("the request carries an Authorization header: user credentials never reach the runner (the gateway strips them; the user is in the ticket)")]
+    UserCredentials,
     #[error(transparent)]
     Ticket(TicketError),
     #[error("arguments cannot be hashed: {0}")]
@@ -117,13 +119,15 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let runner = &self.0;
-        let tickets: Vec<&str> = context
-            .extensions
-            .get::<http::request::Parts>()
+        let parts = context.extensions.get::<http::request::Parts>();
+        let tickets: Vec<&str> = parts
             .map(|parts| parts.headers.get_all(TICKET_HEADER).iter().filter_map(|v| v.to_str().ok()).collect())
             .unwrap_or_default();
+        // The gateway strips user credentials; one arriving here did not come through it intact.
+        let credentials = parts.is_some_and(|p| p.headers.contains_key(http::header::AUTHORIZATION));
         // Exactly one ticket: two would mean something upstream appended instead of replacing.
         let ticket = match tickets.as_slice() {
+            _ if credentials => Err(Refusal::UserCredentials),
             [one] => Ok(Some(*one)),
             [] => Ok(None),
             _ => Err(Refusal::SeveralTickets),
@@ -147,7 +151,7 @@ impl ServerHandler for Handler {
             ));
         }
         let job = job_for(tool, request.arguments.as_ref(), &claims.decision_id);
-        tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, approval = claims.require_approval, "running");
+        tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
         let out = runner.backend.run(job).await.map_err(|e| {
             tracing::error!(tool = %tool.name, error = %e, "sandbox failed");
             McpError::internal_error(format!("sandbox failed: {e}"), None)

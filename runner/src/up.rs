@@ -42,6 +42,8 @@ pub struct UpOptions {
     pub gateway_settings: Option<PathBuf>,
     /// The runner answers with JSON bodies instead of event streams.
     pub json_response: bool,
+    /// The plugin configuration's `users` section (JSON); `None`: trust the dev issuer.
+    pub users: Option<PathBuf>,
 }
 
 pub async fn up(opts: UpOptions) -> Result<()> {
@@ -51,11 +53,13 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         bail!("the filter is not built: {} is missing (run `make build`)", opts.wasm.display());
     }
     let envoy_bin = find_envoy(&opts.root, &process_env)?;
+    let users = crate::users::users_config(opts.users.as_deref(), &pki.user_issuer)?;
     let sources = reload::Sources {
         policies: opts.policies.clone(),
         catalog: opts.catalog.clone(),
         signing_key: pki.ticket_signing_key.clone(),
         settings: opts.gateway_settings.clone(),
+        users,
     };
     let fingerprint = reload::fingerprint(&sources);
     let built = reload::build(&sources)?;

@@ -123,26 +123,37 @@ impl Stack {
     /// An HTTPS client trusting the dev CA, presenting `identity` (an agent name, `gateway`),
     /// or no client certificate at all.
     pub fn http_client(&self, identity: Option<&str>) -> reqwest::Client {
+        self.client_builder(identity).build().expect("client")
+    }
+
+    fn client_builder(&self, identity: Option<&str>) -> reqwest::ClientBuilder {
         let ca = reqwest::Certificate::from_pem(&std::fs::read(self.certs().join("ca.pem")).expect("ca")).expect("ca pem");
         let mut b = reqwest::Client::builder().tls_certs_only([ca]).timeout(Duration::from_secs(60));
         if let Some(name) = identity {
             b = b.identity(reqwest::Identity::from_pem(&self.identity_pem(name)).expect("identity"));
         }
-        b.build().expect("client")
+        b
     }
 
-    /// A user token from the stack's dev issuer (`portcullis token`), for `sub` in `groups`
-    /// (comma-separated).
-    pub fn user_token(&self, sub: &str, groups: &str) -> String {
-        let out = Command::new(portcullis_bin())
-            .arg("token")
-            .arg("--certs")
-            .arg(self.certs())
-            .args(["--sub", sub, "--groups", groups])
-            .output()
-            .expect("running portcullis token");
-        assert!(out.status.success(), "portcullis token failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("token is UTF-8").trim().to_owned()
+    /// Like [`Stack::http_client`], and every request carries `authorization` (e.g. a user's
+    /// `Bearer` token; the official MCP clients send it this way too).
+    pub fn http_client_with_authorization(&self, identity: &str, authorization: &str) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, authorization.parse().expect("header value"));
+        self.client_builder(Some(identity)).default_headers(headers).build().expect("client")
+    }
+
+    /// A user token from this stack's dev issuer (the code behind `portcullis token`).
+    pub fn user_token(&self, sub: &str, groups: &[&str], audience: &str, expires_in: i64) -> String {
+        use portcullis_runner::users::{mint, DevIssuer, TokenRequest};
+        let groups = groups.iter().map(|g| (*g).to_owned()).collect();
+        let request = TokenRequest { sub: sub.to_owned(), groups, audience: audience.to_owned(), expires_in };
+        mint(&DevIssuer::in_dir(&self.certs()), &request).expect("user token")
+    }
+
+    /// A valid token for `sub` in `group`, for the dev audience, good for ten minutes.
+    pub fn user(&self, sub: &str, group: &str) -> String {
+        self.user_token(sub, &[group], "portcullis", 600)
     }
 
     pub fn envoy_log(&self) -> String {

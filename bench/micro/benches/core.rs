@@ -134,6 +134,8 @@ fn policy_input<'a>(k: &'a Case, reader: &'a Workload) -> PolicyInput<'a> {
         plan_hash: Some(k.hash.as_str()),
         workload: reader,
         user: None,
+        user_error: Some("no bearer token"),
+        time: portcullis_core::authz::PolicyTime::from_unix(1_790_000_000),
     }
 }
 
@@ -197,7 +199,7 @@ fn bench_all(c: &mut Criterion) {
 
     let mut g = c.benchmark_group(micro::GATEWAY_DECIDE);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    let ctx = RequestContext { peer_uri_san: Some(READER), now_unix: now, entropy: [7; 16] };
+    let ctx = RequestContext { peer_uri_san: Some(READER), now_unix: now, entropy: [7; 16], authorization: None };
     for k in &allow {
         let verdict = f.gateway.decide(k.body.as_bytes(), ctx);
         assert!(verdict.as_ref().is_ok_and(|a| a.ticket.is_some()), "{} must be allowed with a ticket: {verdict:?}", k.id);

@@ -51,7 +51,9 @@ async fn rmcp_allowed_call_runs_in_an_isolated_sandbox() {
 #[tokio::test]
 async fn rmcp_apply_tool_changes_stay_inside_its_sandbox() {
     let s = stack();
-    let client = rmcp_client(s.http_client(Some("operator")), &s.url()).await.unwrap();
+    // Apply tools act for a verified user: the operator presents one's token.
+    let bearer = format!("Bearer {}", s.user_token("alice", &["sre"], "portcullis", 600));
+    let client = rmcp_client(s.http_client_with_authorization("operator", &bearer), &s.url()).await.unwrap();
     let args = json!({"name": "app", "content": "replicas: 3"});
     let result = client
         .call_tool(CallToolRequestParams::new("apply_config").with_arguments(args.as_object().unwrap().clone()))
@@ -67,7 +69,9 @@ async fn rmcp_apply_tool_changes_stay_inside_its_sandbox() {
 #[tokio::test]
 async fn denied_call_gets_403_with_request_id_and_policy_reason() {
     let s = stack();
-    let http = s.http_client(Some("reader"));
+    // With a verified user, so that the workload's role is the only reason.
+    let bearer = format!("Bearer {}", s.user_token("alice", &["sre"], "portcullis", 600));
+    let http = s.http_client_with_authorization("reader", &bearer);
     let session = open_session(&http, &s.url()).await.unwrap();
     let r = post(&http, &s.url(), Some(&session), &[], &tools_call(4242, "apply_config", json!({"name":"x","content":"y"}))).await.unwrap();
     assert_eq!(r.status, 403, "{}", r.text);
@@ -79,7 +83,8 @@ async fn denied_call_gets_403_with_request_id_and_policy_reason() {
 
     // The official client surfaces the same refusal.
     let client = rmcp_client(s.http_client(Some("reader")), &s.url()).await.unwrap();
-    let err = client.call_tool(CallToolRequestParams::new("delete_namespace")).await.expect_err("denied");
+    let args = json!({"namespace": "prod"}).as_object().unwrap().clone();
+    let err = client.call_tool(CallToolRequestParams::new("delete_namespace").with_arguments(args)).await.expect_err("denied");
     assert!(format!("{err:?}").contains("403") || format!("{err}").contains("denied"), "{err:?}");
     client.cancel().await.ok();
 }

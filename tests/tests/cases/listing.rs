@@ -51,7 +51,7 @@ async fn listing_matches_calls(s: &Stack, who: (&str, Option<(&str, &str)>), exp
     let all = catalog_tools(s).await;
     assert!(all.len() >= 4, "catalog too small to mean anything: {all:?}");
     let (agent, user) = who;
-    let bearer = user.map(|(sub, groups)| format!("Bearer {}", s.user_token(sub, groups)));
+    let bearer = user.map(|(sub, groups)| format!("Bearer {}", s.user(sub, groups)));
     let headers: Vec<(&str, &str)> = bearer.as_deref().map(|b| ("authorization", b)).into_iter().collect();
     let headers = headers.as_slice();
     let who = format!("{agent} for {user:?}");

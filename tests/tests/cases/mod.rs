@@ -1,6 +1,7 @@
 mod config;
 mod direct;
 mod gateway;
+mod identity;
 mod listing;
 mod plan_hash;
 mod policy;

@@ -17,8 +17,8 @@ async fn call_as(s: &Stack, agent: &str, token: Option<&str>, tool: &str, args: 
     post(&http, &s.url(), Some(&session), &headers, &tools_call(1, tool, args)).await.unwrap()
 }
 
-fn user_token(s: &Stack, sub: &str, groups: &str) -> String {
-    s.user_token(sub, groups)
+fn user_token(s: &Stack, sub: &str, group: &str) -> String {
+    s.user(sub, group)
 }
 
 fn allowed_output(r: &Reply) -> String {

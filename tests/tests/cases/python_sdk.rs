@@ -57,7 +57,7 @@ fn run_client(python: &Path, s: &Stack, agent: Option<&str>, token: &str) -> (i3
 fn python_sdk_with_client_certificate_and_user_jwt() {
     let python = sdk_python();
     let s = stack();
-    let token = s.user_token("alice", "sre");
+    let token = s.user("alice", "sre");
     let (code, sum) = run_client(&python, s, Some("reader"), &token);
     assert_eq!(code, 0, "the SDK client's checks failed: {}", sum["failures"]);
     assert_eq!(sum["connected"], true);
@@ -88,7 +88,7 @@ fn python_sdk_without_client_certificate_cannot_connect() {
     let python = sdk_python();
     let s = stack();
     // A valid user token does not stand in for the workload's certificate.
-    let token = s.user_token("alice", "sre");
+    let token = s.user("alice", "sre");
     let (code, sum) = run_client(&python, s, None, &token);
     assert_eq!(code, 3, "want a connection failure: {sum}");
     assert_eq!(sum["connected"], false, "{sum}");
