@@ -327,17 +327,6 @@ allowed if {
 	count(request_denials) == 0
 }
 
-# Tools of kind apply act for someone: they need a verified user (the filter verified the
-# bearer token), and the denial says why there is none (input.user_error).
-denies contains {"id": "user.required", "reason": sprintf("tool %s requires a verified user: %s", [input.tool, user_error])} if {
-	input.method == "tools/call"
-	tool.kind == "apply"
-	not is_object(input.user)
-}
-
-user_error := input.user_error if is_string(input.user_error)
-else := "no verified user"
-
 allowed if {
 	permits(workload_roles, call_tool)
 	count(request_denials) == 0
