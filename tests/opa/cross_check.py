@@ -197,18 +197,24 @@ def no_duplicate_keys(pairs):
     return obj
 
 
+def load_json_array(path: Path, what: str):
+    """A JSON array from `path`, refusing duplicate keys anywhere in it."""
+    try:
+        doc = json.loads(path.read_text(), object_pairs_hook=no_duplicate_keys)
+    except ValueError as e:
+        raise SetupError(f"cannot parse {path}: {e}") from e
+    if not isinstance(doc, list):
+        raise SetupError(f"{path}: want {what}")
+    return doc
+
+
 def load_cases(cases_dir: Path):
     files = sorted(cases_dir.glob("*.json"))
     if not files:
         raise SetupError(f"no case files (*.json) in {cases_dir}")
     cases, names = [], set()
     for f in files:
-        try:
-            doc = json.loads(f.read_text(), object_pairs_hook=no_duplicate_keys)
-        except ValueError as e:
-            raise SetupError(f"cannot parse {f}: {e}") from e
-        if not isinstance(doc, list):
-            raise SetupError(f"{f}: want a JSON array of cases")
+        doc = load_json_array(f, "a JSON array of cases")
         for case in doc:
             problem = case_problem(case)
             if problem:
@@ -223,12 +229,7 @@ def load_cases(cases_dir: Path):
 def load_known_divergences(path: Path, case_names):
     if not path.exists():
         return []
-    try:
-        doc = json.loads(path.read_text(), object_pairs_hook=no_duplicate_keys)
-    except ValueError as e:
-        raise SetupError(f"cannot parse {path}: {e}") from e
-    if not isinstance(doc, list):
-        raise SetupError(f"{path}: want a JSON array")
+    doc = load_json_array(path, "a JSON array")
     names = set()
     for kd in doc:
         if not isinstance(kd, dict) or set(kd) != {"name", "note", "input", "want", "opa", "regorus"}:
