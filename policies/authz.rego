@@ -57,9 +57,17 @@ workload_id := input.workload.spiffe_id if is_string(input.workload.spiffe_id)
 workload_name := workload_id if workload_id
 else := "(no workload identity)"
 
+# Exact patterns are the common case and cost one comparison; only patterns with a "*" segment
+# are split and compared segment by segment.
+workload_roles contains name if {
+	some name, role in data.portcullis.roles
+	workload_id in role.workloads
+}
+
 workload_roles contains name if {
 	some name, role in data.portcullis.roles
 	some pattern in role.workloads
+	contains(pattern, "*")
 	spiffe_match(pattern, workload_id)
 }
 
@@ -340,11 +348,28 @@ else := {["protocol.member", sprintf("workload %s holds roles: %s", [workload_na
 deny_facts := reported if count(reported) > 0
 else := {["default.deny", "no rule allows this request"]}
 
+# The gateway may reuse a decision for an identical input (everything but time) only when it
+# could not depend on input.time: no change window covers the called tool, and a tools/list
+# (whose visible_tools would cover every windowed tool) only when there are no windows at all.
+reads_time if {
+	input.method == "tools/call"
+	windowed(call_tool)
+}
+
+reads_time if {
+	input.method == "tools/list"
+	count(data.portcullis.change_windows) > 0
+}
+
+cacheable := false if reads_time
+else := true
+
 verdict := {
 	"allow": true,
 	"require_approval": count([a | some a in allow_facts; a[0] == "risk.approval"]) > 0,
 	"reasons": [a[1] | some a in sort(allow_facts)],
 	"rule_ids": sort({a[0] | some a in allow_facts}),
+	"cacheable": cacheable,
 } if allowed
 
 verdict := {
@@ -352,6 +377,7 @@ verdict := {
 	"require_approval": false,
 	"reasons": [d[1] | some d in sort(deny_facts)],
 	"rule_ids": sort({d[0] | some d in deny_facts}),
+	"cacheable": cacheable,
 } if not allowed
 
 # Exactly the catalog tools this caller (workload, user, time) may call with some arguments.

@@ -237,6 +237,27 @@ test_windows_read_input_time_only if {
 	not b.allow
 }
 
+test_cacheable_only_when_time_is_not_read if {
+	# A decision that does not depend on input.time may be reused for the same input.
+	allowed := authz.decision with input as call(reader, null, "word_count", {"text": "a"}, monday_10)
+	allowed.cacheable
+	denied := authz.decision with input as call(reader, null, "apply_config", {}, monday_10)
+	denied.cacheable
+	ping := authz.decision with input as rpc(reader, null, "ping", monday_10)
+	ping.cacheable
+
+	# A windowed tool reads the time, allowed or not; so does tools/list while windows exist.
+	inside := authz.decision with input as deploy(at("Tuesday", 11, 0))
+	inside.allow
+	not inside.cacheable
+	outside := authz.decision with input as deploy(at("Tuesday", 17, 0))
+	not outside.cacheable
+	list := authz.decision with input as rpc(operator, alice, "tools/list", monday_10)
+	not list.cacheable
+	no_windows := authz.decision with input as rpc(operator, alice, "tools/list", monday_10) with data.portcullis.change_windows as []
+	no_windows.cacheable
+}
+
 # --- argument rules --------------------------------------------------------------------------
 
 test_protected_namespaces if {

@@ -48,11 +48,12 @@ fn e2e_section(t: &mut Table, r: &Results, targets: &mut Vec<Target>) {
         "1. tools/call through Envoy (mTLS, reader agent, ~200 B body, HTTP/1.1 keep-alive, one connection per client): \
          Envoy+filter vs bare Envoy (same config without the filter), p50/p90/p99 µs and completed requests/s; \
          blocks alternate between the two. allow = word_count (filter allows and signs a ticket; bare→runner carries a \
-         client-minted ticket). deny = apply_config (filter answers 403 itself; bare: the same request passes through, \
+         client-minted ticket). allow repeats the same call, so after the first one the filter's decision cache answers; \
+         allow-new-args sends new arguments every time, so every decision evaluates the policy. deny = apply_config (filter answers 403 itself; bare: the same request passes through, \
          the runner refuses it for lack of a ticket). Runner allow rows include a sandboxed tool run and are dominated by it.",
     );
     for upstream in [Upstream::Static, Upstream::Runner] {
-        for path in [Path::Allow, Path::Deny] {
+        for path in Path::ALL {
             for c in [1usize, 32] {
                 let (Some(f), Some(b)) = (r.e2e(upstream, path, c, Variant::Filter), r.e2e(upstream, path, c, Variant::Bare)) else { continue };
                 let fmt = |e: &crate::results::E2e| {
@@ -99,9 +100,12 @@ fn decision_section(t: &mut Table, r: &Results, targets: &mut Vec<Target>) {
     );
     let native = |group: &str, id: &str| micro::find(&r.micro, group, id).map(|e| e.median_ns / 1000.0);
     for d in &r.decisions {
+        // The same work natively: a repeated call (decision cache) or a new one. A repeated
+        // deny skips the ticket, so no native figure matches it.
         let (native_us, native_label) = match d.path {
-            Path::Allow => (native(micro::GATEWAY_DECIDE, &micro::sized_id(Shape::Str, "200B")), "native Gateway::decide 200B"),
-            Path::Deny => (native(micro::REGO_DECIDE, micro::REGO_DENY_ID), "native Rego deny 200B"),
+            Path::Allow => (native(micro::GATEWAY_DECIDE, micro::GATEWAY_CACHED_ID), "native Gateway::decide, cached, 200B"),
+            Path::Fresh => (native(micro::GATEWAY_DECIDE, &micro::sized_id(Shape::Str, "200B")), "native Gateway::decide, new call, 200B"),
+            Path::Deny => (None, ""),
         };
         let baseline = native_us.map_or("—".to_owned(), |n| format!("{native_label}: {} µs", fmt_us(n)));
         let ratio = native_us.filter(|n| *n > 0.0).map_or("—".to_owned(), |n| format!("V8/native ×{:.1} (p50)", d.summary_us.p50 / n));
@@ -221,7 +225,7 @@ fn profile_section(out: &mut Table, r: &Results) {
     ) {
         let sum = p + h + g + s;
         let share = |x: f64| format!("{:.0}%", 100.0 * x / sum);
-        let in_filter = r.decisions.iter().find(|d| d.upstream == Upstream::Static && d.path == Path::Allow && d.concurrency == 1).map(|d| d.summary_us.p50);
+        let in_filter = r.decisions.iter().find(|d| d.upstream == Upstream::Static && d.path == Path::Fresh && d.concurrency == 1).map(|d| d.summary_us.p50);
         t.row(cells(
             "decision stages, native, allow 200B",
             format!(
@@ -237,6 +241,16 @@ fn profile_section(out: &mut Table, r: &Results) {
             ),
             format!("Gateway::decide {} µs", fmt_us(all)),
             in_filter.map_or(String::new(), |v| format!("in V8 p50 {} µs = ×{:.1}", fmt_us(v), v / all)),
+            "",
+            "profile",
+        ));
+    }
+    if let (Some(new), Some(cached)) = (med(micro::GATEWAY_DECIDE, &id), med(micro::GATEWAY_DECIDE, micro::GATEWAY_CACHED_ID)) {
+        t.row(cells(
+            "decision cache, native, allow 200B",
+            format!("Gateway::decide, repeated call {} µs", fmt_us(cached)),
+            format!("new call {} µs", fmt_us(new)),
+            format!("cache saves {} µs ({:.0}%)", fmt_us(new - cached), 100.0 * (new - cached) / new),
             "",
             "profile",
         ));
@@ -263,7 +277,7 @@ fn profile_section(out: &mut Table, r: &Results) {
             "profile",
         ));
     }
-    for path in [Path::Allow, Path::Deny] {
+    for path in Path::ALL {
         if let (Some(f), Some(b), Some(d)) = (
             r.e2e(Upstream::Static, path, 1, Variant::Filter),
             r.e2e(Upstream::Static, path, 1, Variant::Bare),
@@ -281,7 +295,7 @@ fn profile_section(out: &mut Table, r: &Results) {
         }
     }
     for upstream in [Upstream::Static, Upstream::Runner] {
-        for path in [Path::Allow, Path::Deny] {
+        for path in Path::ALL {
             if let (Some(f), Some(b)) = (r.e2e(upstream, path, 32, Variant::Filter), r.e2e(upstream, path, 32, Variant::Bare)) {
                 let (fc, bc) = (f.cpu_us_per_request, b.cpu_us_per_request);
                 let ftotal = fc.envoy + fc.upstream + fc.load_generator;

@@ -31,17 +31,25 @@ impl Upstream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Path {
-    /// reader → word_count: the filter allows it and signs a ticket.
+    /// reader → word_count, the same arguments every time: the filter allows it (after the
+    /// first call, from its decision cache) and signs a ticket.
     Allow,
+    /// reader → word_count with new arguments on every request: every decision is evaluated
+    /// (the decision cache never answers). Static upstream only.
+    Fresh,
     /// reader → apply_config: the filter answers 403 itself; without the filter the same
     /// request passes through to the upstream.
     Deny,
 }
 
 impl Path {
+    /// In table order.
+    pub const ALL: [Path; 3] = [Path::Allow, Path::Fresh, Path::Deny];
+
     pub fn label(self) -> &'static str {
         match self {
             Path::Allow => "allow",
+            Path::Fresh => "allow-new-args",
             Path::Deny => "deny",
         }
     }

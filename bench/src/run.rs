@@ -282,13 +282,15 @@ async fn start_stack(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<Stac
 /// The request of `path` in `variant` against `kind`, and what a correct answer looks like.
 fn call_for(ctx: &Ctx, kind: Upstream, path: Path, variant: Variant) -> Result<(Call, String)> {
     let (tool, arguments) = match path {
-        Path::Allow => ("word_count", payload::word_count_arguments()),
+        Path::Allow | Path::Fresh => ("word_count", payload::word_count_arguments()),
         Path::Deny => ("apply_config", payload::apply_config_arguments()),
     };
     let mut minter = None;
     let (status, body, what) = match (kind, path, variant) {
         (_, Path::Deny, Variant::Filter) => (403, "-32001", "filter denies (403), upstream never hit".to_owned()),
-        (Upstream::Static, Path::Allow, Variant::Filter) => (200, "\"result\"", "filter allows + signs ticket → static".into()),
+        (Upstream::Static, Path::Allow, Variant::Filter) => (200, "\"result\"", "filter allows (cached decision) + signs ticket → static".into()),
+        (Upstream::Static, Path::Fresh, Variant::Filter) => (200, "\"result\"", "filter evaluates policy + signs ticket → static".into()),
+        (Upstream::Runner, Path::Fresh, _) => bail!("the runner phase has no allow-new-args path"),
         (Upstream::Static, _, Variant::Bare) => (200, "\"result\"", "same request passes through → static".into()),
         (Upstream::Runner, Path::Allow, Variant::Filter) => (200, "\"isError\":false", "filter allows + ticket → runner runs sandbox".into()),
         (Upstream::Runner, Path::Allow, Variant::Bare) => {
@@ -297,7 +299,7 @@ fn call_for(ctx: &Ctx, kind: Upstream, path: Path, variant: Variant) -> Result<(
         }
         (Upstream::Runner, Path::Deny, Variant::Bare) => (200, "-32002", "passes through → runner refuses (no ticket)".into()),
     };
-    Ok((Call { tool, arguments, expect_status: status, expect_body: body, minter }, what))
+    Ok((Call { tool, arguments, expect_status: status, expect_body: body, minter, fresh_arguments: path == Path::Fresh }, what))
 }
 
 /// Runs `rounds` blocks per stack, alternating the order each round, after a warm-up.
@@ -372,7 +374,11 @@ async fn upstream_phase(ctx: &Ctx, kind: Upstream, results: &mut Results) -> Res
     let plan = ctx.plan;
     let mut stacks = [start_stack(ctx, kind, Variant::Bare).await?, start_stack(ctx, kind, Variant::Filter).await?];
     let filter = 1;
-    for path in [Path::Allow, Path::Deny] {
+    let paths: &[Path] = match kind {
+        Upstream::Static => &Path::ALL,
+        Upstream::Runner => &[Path::Allow, Path::Deny],
+    };
+    for &path in paths {
         let mut calls = Vec::new();
         let mut whats = Vec::new();
         for s in &stacks {
@@ -385,7 +391,7 @@ async fn upstream_phase(ctx: &Ctx, kind: Upstream, results: &mut Results) -> Res
             let before = stacks[filter].envoy.decision_buckets().await?;
             let (cap, time) = match (kind, path, concurrency) {
                 (Upstream::Static, _, 1) => (plan.static_c1 / plan.rounds as u64, Duration::from_secs(30)),
-                (Upstream::Runner, Path::Allow, 1) => (plan.runner_allow_c1 / plan.rounds as u64, Duration::from_secs(30)),
+                (Upstream::Runner, Path::Allow | Path::Fresh, 1) => (plan.runner_allow_c1 / plan.rounds as u64, Duration::from_secs(30)),
                 (Upstream::Runner, Path::Deny, 1) => (plan.runner_deny_c1 / plan.rounds as u64, Duration::from_secs(30)),
                 (Upstream::Static, _, _) => (plan.c32_block_cap, plan.c32_block_time),
                 (Upstream::Runner, _, _) => (plan.c32_block_cap, plan.runner_c32_block_time),

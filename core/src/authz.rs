@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::Catalog;
+use crate::decision_cache::{self, DecisionCache};
 use crate::userjwt::VerifiedUser;
 
 /// The rule every bundle must define.
@@ -98,7 +99,7 @@ pub struct PolicyInput<'a> {
 }
 
 /// The decision document policy returns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {
     pub allow: bool,
@@ -112,6 +113,10 @@ pub struct Decision {
     /// exactly these; absent means none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visible_tools: Option<Vec<String>>,
+    /// The policy's word that this decision did not read `input.time`, so the gateway may reuse
+    /// it for an identical input until the policy changes (crate::decision_cache). Absent: never.
+    #[serde(default)]
+    pub cacheable: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +136,7 @@ pub enum AuthzError {
 pub struct Authorizer {
     compiled: regorus::CompiledPolicy,
     version: String,
+    cache: DecisionCache,
 }
 
 impl Authorizer {
@@ -140,7 +146,7 @@ impl Authorizer {
         let compiled = engine
             .compile_with_entrypoint(&ENTRYPOINT.into())
             .map_err(|e| AuthzError::Compile(e.to_string()))?;
-        Ok(Self { compiled, version: bundle_version(bundle, catalog) })
+        Ok(Self { compiled, version: bundle_version(bundle, catalog), cache: DecisionCache::default() })
     }
 
     /// Hash of the policy modules, data and catalog that this authorizer was built from.
@@ -148,7 +154,27 @@ impl Authorizer {
         &self.version
     }
 
+    /// How many decisions the cache holds now.
+    pub fn cached_decisions(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Decides `input`, reusing an earlier decision for the same input (time aside) when the
+    /// policy declared that one cacheable.
     pub fn decide(&self, input: &PolicyInput<'_>) -> Result<Decision, AuthzError> {
+        let key = decision_cache::key(input);
+        if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
+            return Ok(hit);
+        }
+        let decision = self.decide_uncached(input)?;
+        if let (Some(key), true) = (key, decision.cacheable) {
+            self.cache.insert(key, decision.clone());
+        }
+        Ok(decision)
+    }
+
+    /// Evaluates the policy for `input`, bypassing the decision cache.
+    pub fn decide_uncached(&self, input: &PolicyInput<'_>) -> Result<Decision, AuthzError> {
         self.decide_value(&serde_json::to_value(input).map_err(|e| AuthzError::Eval(e.to_string()))?)
     }
 
@@ -166,6 +192,7 @@ impl Authorizer {
                 reasons: vec!["policy produced no decision for this request".into()],
                 rule_ids: vec!["portcullis.undefined".into()],
                 visible_tools: None,
+                cacheable: false,
             });
         }
         let out = serde_json::to_value(&out).map_err(|e| AuthzError::Malformed(e.to_string()))?;

@@ -12,6 +12,7 @@
 pub mod authz;
 pub mod catalog;
 pub mod config;
+pub mod decision_cache;
 pub mod error;
 pub mod gateway;
 pub mod json;

@@ -47,3 +47,45 @@ fn bundle_compiles_for_the_filter() {
     let a = Authorizer::new(&bundle, &catalog()).unwrap();
     assert!(a.version().starts_with("sha256:"));
 }
+
+/// The decision cache returns exactly what evaluation returns: it keeps decisions that do not
+/// read the time, and never reuses one that does (a change-windowed tool at two times).
+#[test]
+fn decision_cache_reuses_only_time_independent_decisions() {
+    use portcullis_core::authz::{PolicyInput, PolicyTime, Workload};
+    use portcullis_core::userjwt::VerifiedUser;
+
+    let a = Authorizer::new(&bundle(), &catalog()).unwrap();
+    let reader = Workload::from_spiffe_id("spiffe://portcullis.local/ns/agents/sa/reader").unwrap();
+    let operator = Workload::from_spiffe_id("spiffe://portcullis.local/ns/agents/sa/operator").unwrap();
+    let alice = VerifiedUser { sub: "alice".into(), iss: "https://idp.portcullis.local".into(), groups: vec!["sre".into()], claims: Default::default() };
+    let text: serde_json::Map<_, _> = serde_json::from_str(r#"{"text":"hello"}"#).unwrap();
+    let release: serde_json::Map<_, _> =
+        serde_json::from_str(r#"{"namespace":"team-a","release":"web","version":"v1.0.0","environment":"staging"}"#).unwrap();
+    // 2026-11-24 is a Tuesday: 11:00 is inside the release window, 17:00 outside.
+    let tuesday = |hour: u64| PolicyTime::from_unix(1_795_478_400 + hour * 3600);
+    assert_eq!(tuesday(11).weekday, "Tuesday");
+    let input = |workload, tool, args, user, hour| PolicyInput {
+        method: "tools/call",
+        tool: Some(tool),
+        arguments: Some(args),
+        plan_hash: Some("sha256:00"),
+        workload,
+        user,
+        user_error: user.is_none().then_some("no bearer token"),
+        time: tuesday(hour),
+    };
+
+    let first = a.decide(&input(&reader, "word_count", &text, None, 11)).unwrap();
+    assert!(first.allow && first.cacheable);
+    assert_eq!(a.cached_decisions(), 1);
+    let later = input(&reader, "word_count", &text, None, 17);
+    assert_eq!(a.decide(&later).unwrap(), a.decide_uncached(&later).unwrap());
+    assert_eq!(a.cached_decisions(), 1, "the same input, time aside, is one entry");
+
+    let inside = a.decide(&input(&operator, "deploy_release", &release, Some(&alice), 11)).unwrap();
+    let outside = a.decide(&input(&operator, "deploy_release", &release, Some(&alice), 17)).unwrap();
+    assert!(inside.allow && !inside.cacheable, "{inside:?}");
+    assert!(!outside.allow, "a windowed decision must follow the time: {outside:?}");
+    assert_eq!(a.cached_decisions(), 1);
+}

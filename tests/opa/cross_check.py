@@ -255,8 +255,8 @@ def case_problem(case) -> str | None:
         return "input null cannot be evaluated identically by both engines"
     want = case["want"]
     if not isinstance(want, dict) or not {"allow", "require_approval", "rule_ids"} <= set(want) <= {
-        "allow", "require_approval", "rule_ids", "reasons", "visible_tools"}:
-        return "want is {allow, require_approval, rule_ids[, reasons][, visible_tools]}"
+        "allow", "require_approval", "rule_ids", "reasons", "visible_tools", "cacheable"}:
+        return "want is {allow, require_approval, rule_ids[, reasons][, visible_tools][, cacheable]}"
     if "visible_tools" in want and not (isinstance(case["input"], dict) and case["input"].get("method") == "tools/list"):
         return "want.visible_tools is only for tools/list inputs"
     if not isinstance(want["allow"], bool) or not isinstance(want["require_approval"], bool):

@@ -127,6 +127,9 @@ impl Stack {
     }
 
     fn client_builder(&self, identity: Option<&str>) -> reqwest::ClientBuilder {
+        // reqwest is built without a bundled crypto provider (Cargo.toml): use ring, as the
+        // runner does. Installing twice is harmless; the first one stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = reqwest::Certificate::from_pem(&std::fs::read(self.certs().join("ca.pem")).expect("ca")).expect("ca pem");
         let mut b = reqwest::Client::builder().tls_certs_only([ca]).timeout(Duration::from_secs(60));
         if let Some(name) = identity {

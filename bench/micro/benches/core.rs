@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use criterion::{BenchmarkGroup, Criterion, SamplingMode};
+use criterion::{BatchSize, BenchmarkGroup, Criterion, SamplingMode};
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{Signer as _, SigningKey};
 use portcullis_bench_micro::names::{self as micro, sized_id};
@@ -115,6 +115,35 @@ fn base64(text: &str) -> Vec<u8> {
     out
 }
 
+/// Copies of a body that differ only in a few characters of its payload (the first 8 of the
+/// text, or the 6 digits of the first word), so that no two are the same call and the
+/// decision cache cannot answer; sizes stay exact.
+struct Fresh {
+    body: String,
+    at: usize,
+    width: usize,
+    n: std::cell::Cell<u32>,
+}
+
+impl Fresh {
+    fn new(body: &str) -> Fresh {
+        let (at, width) = [("\"text\":\"", 8), ("\"words\":[\"word-", 6)]
+            .iter()
+            .find_map(|(m, w)| body.find(m).map(|i| (i + m.len(), *w)))
+            .expect("payload");
+        assert!(body.get(at..at + width).is_some_and(|s| !s.contains('"')), "payload too short to vary");
+        Fresh { body: body.to_owned(), at, width, n: std::cell::Cell::new(0) }
+    }
+
+    fn next(&self) -> String {
+        let n = self.n.get().wrapping_add(1) & 0xff_ffff;
+        self.n.set(n);
+        let mut body = self.body.clone();
+        body.replace_range(self.at..self.at + self.width, &format!("{n:0w$x}", w = self.width));
+        body
+    }
+}
+
 /// A body and what parsing it yields, for benchmarks that start after parsing.
 struct Case {
     id: String,
@@ -194,12 +223,12 @@ fn bench_all(c: &mut Criterion) {
     for k in &allow {
         assert!(f.authorizer.decide(&input(k)).expect("decide").allow, "the reader must be allowed the payload tool");
         tune(&mut g, k.big);
-        g.bench_function(&k.id, |b| b.iter(|| black_box(f.authorizer.decide(black_box(&input(k))).expect("decide"))));
+        g.bench_function(&k.id, |b| b.iter(|| black_box(f.authorizer.decide_uncached(black_box(&input(k))).expect("decide"))));
     }
     let deny = case(micro::REGO_DENY_ID.to_owned(), "apply_config", Shape::Str, 200);
     assert!(!f.authorizer.decide(&input(&deny)).expect("decide").allow, "the reader must be denied apply_config");
     tune(&mut g, false);
-    g.bench_function(&deny.id, |b| b.iter(|| black_box(f.authorizer.decide(black_box(&input(&deny))).expect("decide"))));
+    g.bench_function(&deny.id, |b| b.iter(|| black_box(f.authorizer.decide_uncached(black_box(&input(&deny))).expect("decide"))));
     // The same call against a policy that is one constant rule: what any evaluation costs.
     let trivial = PolicyBundle {
         modules: vec![PolicyModule {
@@ -211,18 +240,27 @@ fn bench_all(c: &mut Criterion) {
     let trivial = Authorizer::new(&trivial, &f.catalog).expect("trivial policy");
     let k = &allow[0];
     assert!(trivial.decide(&input(k)).expect("decide").allow);
-    g.bench_function(micro::REGO_TRIVIAL_ID, |b| b.iter(|| black_box(trivial.decide(black_box(&input(k))).expect("decide"))));
+    g.bench_function(micro::REGO_TRIVIAL_ID, |b| b.iter(|| black_box(trivial.decide_uncached(black_box(&input(k))).expect("decide"))));
     g.finish();
 
     let mut g = c.benchmark_group(micro::GATEWAY_DECIDE);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
     let ctx = RequestContext { peer_uri_san: Some(READER), now_unix: now, entropy: [7; 16], authorization: None };
+    // Every iteration decides a call it has not seen (its arguments differ), so the decision
+    // cache never answers: the whole cost of a new call.
     for k in &allow {
         let verdict = f.gateway.decide(k.body.as_bytes(), ctx);
         assert!(verdict.as_ref().is_ok_and(|a| a.ticket.is_some()), "{} must be allowed with a ticket: {verdict:?}", k.id);
+        let fresh = Fresh::new(&k.body);
         tune(&mut g, k.big);
-        g.bench_function(&k.id, |b| b.iter(|| black_box(f.gateway.decide(black_box(k.body.as_bytes()), ctx))));
+        g.bench_function(&k.id, |b| {
+            b.iter_batched(|| fresh.next(), |body| black_box(f.gateway.decide(black_box(body.as_bytes()), ctx)), BatchSize::SmallInput)
+        });
     }
+    // The same call again: the policy's answer comes from the decision cache; parsing,
+    // validation, the plan hash and a new ticket are still paid.
+    let k = &allow[0];
+    g.bench_function(micro::GATEWAY_CACHED_ID, |b| b.iter(|| black_box(f.gateway.decide(black_box(k.body.as_bytes()), ctx))));
     g.finish();
 
     // A ticket's size does not depend on the body (it carries the plan hash, not the call).

@@ -21,6 +21,9 @@ pub fn sized_id(shape: Shape, size_label: &str) -> String {
 pub const REGO_DENY_ID: &str = "deny-str-200B";
 /// Rego with a one-line policy that allows everything: the interpreter's fixed cost per call.
 pub const REGO_TRIVIAL_ID: &str = "trivial-policy-str-200B";
+/// `Gateway::decide` for a call decided before (the decision cache answers), 200-byte body.
+/// The sized `GATEWAY_DECIDE` ids are all new calls.
+pub const GATEWAY_CACHED_ID: &str = "cached-str-200B";
 pub const TICKET_SIGN_ID: &str = "sign";
 pub const TICKET_VERIFY_ID: &str = "verify";
 /// The bare Ed25519 signature over a ticket's signing input, with a key parsed once.
@@ -41,6 +44,7 @@ pub fn all_benchmarks() -> Vec<(&'static str, String)> {
     }
     out.push((REGO_DECIDE, REGO_DENY_ID.to_owned()));
     out.push((REGO_DECIDE, REGO_TRIVIAL_ID.to_owned()));
+    out.push((GATEWAY_DECIDE, GATEWAY_CACHED_ID.to_owned()));
     for id in [TICKET_SIGN_ID, TICKET_VERIFY_ID, ED25519_SIGN_ID, ED25519_KEY_ID] {
         out.push((TICKET, id.to_owned()));
     }

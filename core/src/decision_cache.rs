@@ -1,0 +1,156 @@
+//! A bounded cache of policy decisions, for decisions the policy itself declares cacheable.
+//!
+//! The key is the SHA-256 of the whole policy input except `time`: method, tool, arguments,
+//! plan hash, workload, the verified user's claims (or why there is none). A decision may be
+//! kept only when the policy says it did not read `input.time` (`cacheable: true`), so a hit
+//! returns exactly what evaluation would return. The cache belongs to one compiled policy and
+//! is dropped with it, so a new bundle, catalog or data never sees old decisions.
+//!
+//! Bounded by two generations: lookups read the current one, then the previous one (and move a
+//! hit forward); when the current one is full it becomes the previous one. At most
+//! `2 × GENERATION` entries are held, and recently used keys survive a rotation.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::authz::{Decision, PolicyInput};
+
+/// Entries per generation.
+pub const GENERATION: usize = 512;
+/// Inputs whose key material exceeds this are not cached: hashing them would cost more than
+/// it could save, and they are rarely repeated.
+pub const MAX_KEY_BYTES: usize = 16 * 1024;
+
+pub type Key = [u8; 32];
+
+#[derive(Default)]
+struct Generations {
+    current: HashMap<Key, Decision>,
+    previous: HashMap<Key, Decision>,
+}
+
+#[derive(Default)]
+pub struct DecisionCache {
+    inner: Mutex<Generations>,
+}
+
+/// The input without `time`: everything a cacheable decision may depend on.
+#[derive(Serialize)]
+struct KeyView<'a> {
+    method: &'a str,
+    tool: Option<&'a str>,
+    arguments: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    plan_hash: Option<&'a str>,
+    workload: &'a crate::authz::Workload,
+    user: Option<&'a crate::userjwt::VerifiedUser>,
+    user_error: Option<&'a str>,
+}
+
+/// The cache key for `input`, or `None` when it should not be cached (too large).
+pub fn key(input: &PolicyInput<'_>) -> Option<Key> {
+    let view = KeyView {
+        method: input.method,
+        tool: input.tool,
+        arguments: input.arguments,
+        plan_hash: input.plan_hash,
+        workload: input.workload,
+        user: input.user,
+        user_error: input.user_error,
+    };
+    // serde_json's Map is ordered by key, so equal inputs give equal bytes.
+    let bytes = serde_json::to_vec(&view).ok()?;
+    (bytes.len() <= MAX_KEY_BYTES).then(|| Sha256::digest(&bytes).into())
+}
+
+impl DecisionCache {
+    pub fn get(&self, key: &Key) -> Option<Decision> {
+        // A poisoned lock only means a panic elsewhere; the cache then just misses.
+        let mut g = self.inner.lock().ok()?;
+        if let Some(d) = g.current.get(key) {
+            return Some(d.clone());
+        }
+        let d = g.previous.remove(key)?;
+        Self::put(&mut g, *key, d.clone());
+        Some(d)
+    }
+
+    pub fn insert(&self, key: Key, decision: Decision) {
+        if let Ok(mut g) = self.inner.lock() {
+            Self::put(&mut g, key, decision);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|g| g.current.len() + g.previous.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn put(g: &mut Generations, key: Key, decision: Decision) {
+        if g.current.len() >= GENERATION && !g.current.contains_key(&key) {
+            g.previous = std::mem::take(&mut g.current);
+        }
+        g.current.insert(key, decision);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(reason: &str) -> Decision {
+        Decision { allow: true, reasons: vec![reason.into()], cacheable: true, ..Decision::default() }
+    }
+
+    fn k(n: usize) -> Key {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        key
+    }
+
+    #[test]
+    fn bounded_and_keeps_recently_used_keys() {
+        let cache = DecisionCache::default();
+        cache.insert(k(0), decision("zero"));
+        for n in 1..(3 * GENERATION) {
+            cache.insert(k(n), decision("n"));
+            // Touch key 0 now and then: it must survive every rotation.
+            if n % (GENERATION / 2) == 0 {
+                assert_eq!(cache.get(&k(0)).unwrap().reasons, ["zero"]);
+            }
+            assert!(cache.len() <= 2 * GENERATION);
+        }
+        assert!(cache.get(&k(1)).is_none(), "old, unused keys are evicted");
+        assert!(cache.get(&k(3 * GENERATION - 1)).is_some());
+    }
+
+    #[test]
+    fn key_ignores_time_only() {
+        use crate::authz::{PolicyTime, Workload};
+        let w = Workload::from_spiffe_id("spiffe://td/ns/a/sa/b").unwrap();
+        let args: serde_json::Map<_, _> = serde_json::from_str(r#"{"text":"a"}"#).unwrap();
+        let other: serde_json::Map<_, _> = serde_json::from_str(r#"{"text":"b"}"#).unwrap();
+        let input = |args, unix, user_error| PolicyInput {
+            method: "tools/call",
+            tool: Some("word_count"),
+            arguments: Some(args),
+            plan_hash: Some("sha256:00"),
+            workload: &w,
+            user: None,
+            user_error,
+            time: PolicyTime::from_unix(unix),
+        };
+        let base = key(&input(&args, 0, None)).unwrap();
+        assert_eq!(base, key(&input(&args, 86_400 * 3 + 3_600, None)).unwrap());
+        assert_ne!(base, key(&input(&other, 0, None)).unwrap());
+        assert_ne!(base, key(&input(&args, 0, Some("bearer token expired"))).unwrap());
+        let big: serde_json::Map<_, _> =
+            serde_json::from_value(serde_json::json!({"text": "x".repeat(MAX_KEY_BYTES)})).unwrap();
+        assert!(key(&input(&big, 0, None)).is_none());
+    }
+}
