@@ -158,6 +158,7 @@ fn eval_allowed_exits_0_and_prints_the_decision_and_reasons() {
             "require_approval": false,
             "reasons": ["workload spiffe://portcullis.local/ns/agents/sa/reader may call inspect_sandbox as reader"],
             "rule_ids": ["tools.role.reader"],
+            "cacheable": true,
         })
     );
     assert!(text.starts_with("{\n  \"allow\": true,"), "not pretty-printed:\n{text}");
@@ -194,6 +195,7 @@ fn eval_json_prints_only_the_decision_document() {
             "require_approval": false,
             "reasons": ["workload spiffe://portcullis.local/ns/agents/sa/reader (roles: reader) may not call apply tool apply_config (risk medium)"],
             "rule_ids": ["tools.not_permitted"],
+            "cacheable": true,
         })
     );
 }

@@ -302,8 +302,8 @@ fn bench_all(c: &mut Criterion) {
 fn main() {
     let mut c = Criterion::default()
         .without_plots()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1000))
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(700))
         .sample_size(20)
         .nresamples(20_000)
         .configure_from_args();
