@@ -286,7 +286,7 @@ fn profile_section(out: &mut Table, r: &Results) {
             let added = f.latency_us.p50 - b.latency_us.p50;
             t.row(cells(
                 format!("added latency, static {} c=1", path.label()),
-                format!("+{} µs p50, of which in-filter decision p50 {} µs", fmt_us(added), fmt_us(d.summary_us.p50)),
+                format!("{:+.0} µs p50, of which in-filter decision p50 {} µs", added, fmt_us(d.summary_us.p50)),
                 "",
                 format!("rest {:+.0} µs (buffering, host calls, upstream leg)", added - d.summary_us.p50),
                 "",
