@@ -154,6 +154,11 @@ impl Authorizer {
         &self.version
     }
 
+    /// Decision-cache lookups that hit and that missed, since this policy was compiled.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        self.cache.counts()
+    }
+
     /// How many decisions the cache holds now.
     pub fn cached_decisions(&self) -> usize {
         self.cache.len()

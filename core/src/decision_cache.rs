@@ -11,6 +11,7 @@
 //! `2 × GENERATION` entries are held, and recently used keys survive a rotation.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -35,6 +36,8 @@ struct Generations {
 #[derive(Default)]
 pub struct DecisionCache {
     inner: Mutex<Generations>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 /// The input without `time`: everything a cacheable decision may depend on.
@@ -67,6 +70,18 @@ pub fn key(input: &PolicyInput<'_>) -> Option<Key> {
 
 impl DecisionCache {
     pub fn get(&self, key: &Key) -> Option<Decision> {
+        let found = self.lookup(key);
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Lookups answered from the cache, and lookups that were not, since it was created.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+
+    fn lookup(&self, key: &Key) -> Option<Decision> {
         // A poisoned lock only means a panic elsewhere; the cache then just misses.
         let mut g = self.inner.lock().ok()?;
         if let Some(d) = g.current.get(key) {
@@ -127,6 +142,8 @@ mod tests {
         }
         assert!(cache.get(&k(1)).is_none(), "old, unused keys are evicted");
         assert!(cache.get(&k(3 * GENERATION - 1)).is_some());
+        let touches = (1..3 * GENERATION).filter(|n| n % (GENERATION / 2) == 0).count() as u64;
+        assert_eq!(cache.counts(), (touches + 1, 1));
     }
 
     #[test]

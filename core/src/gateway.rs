@@ -90,6 +90,11 @@ impl Gateway {
         &self.catalog
     }
 
+    /// Decision-cache lookups that hit and that missed under this configuration.
+    pub fn decision_cache_counts(&self) -> (u64, u64) {
+        self.authorizer.cache_counts()
+    }
+
     pub fn policy_version(&self) -> &str {
         self.authorizer.version()
     }

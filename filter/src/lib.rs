@@ -49,6 +49,9 @@ struct Metrics {
     internal: Option<u32>,
     /// Time to decide one buffered request, in microseconds.
     decision_us: Option<u32>,
+    /// Decisions reused from the decision cache, and cache lookups that found none.
+    cache_hits: Option<u32>,
+    cache_misses: Option<u32>,
 }
 
 impl Metrics {
@@ -62,6 +65,8 @@ impl Metrics {
             invalid: counter("portcullis.requests.invalid"),
             internal: counter("portcullis.requests.internal_error"),
             decision_us: hostcalls::define_metric(MetricType::Histogram, "portcullis.decision_us").ok(),
+            cache_hits: counter("portcullis.decision_cache.hits"),
+            cache_misses: counter("portcullis.decision_cache.misses"),
         }
     }
 
@@ -211,10 +216,18 @@ impl Filter {
         }
         let started = hostcalls::get_current_time().ok();
         let ctx = RequestContext { peer_uri_san: peer.as_deref(), now_unix: now_unix(), entropy: entropy(), authorization: self.authorization.as_deref() };
+        let (hits, misses) = gateway.decision_cache_counts();
         let verdict = gateway.decide(body, ctx);
         if let (Some(id), Some(start), Ok(end)) = (self.metrics.decision_us, started, hostcalls::get_current_time()) {
             let us = end.duration_since(start).map_or(0, |d| d.as_micros());
             let _ = hostcalls::record_metric(id, u64::try_from(us).unwrap_or(u64::MAX));
+        }
+        // This worker's gateway counts its own lookups; one request adds at most one.
+        let (hits_after, misses_after) = gateway.decision_cache_counts();
+        if hits_after > hits {
+            Metrics::count(self.metrics.cache_hits);
+        } else if misses_after > misses {
+            Metrics::count(self.metrics.cache_misses);
         }
         match verdict {
             Ok(allowed) => {

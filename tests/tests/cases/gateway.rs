@@ -185,6 +185,11 @@ async fn filter_metrics_are_in_envoy_stats() {
     let http = s.http_client(Some("reader"));
     post(&http, &s.url(), None, &[], r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await.unwrap();
     post(&http, &s.url(), None, &[], &tools_call(2, "delete_namespace", json!({"namespace":"x"}))).await.unwrap();
+    // The same denied call twice more: three calls on Envoy's two workers, so one worker sees
+    // it at least twice and answers from its decision cache.
+    for id in [3, 4] {
+        post(&http, &s.url(), None, &[], &tools_call(id, "delete_namespace", json!({"namespace":"x"}))).await.unwrap();
+    }
     post(&http, &s.url(), None, &[], "{").await.unwrap();
     let stats = s.admin_get("/stats?filter=portcullis");
     for name in [
@@ -194,9 +199,16 @@ async fn filter_metrics_are_in_envoy_stats() {
         "portcullis.requests.rate_limited",
         "portcullis.requests.invalid",
         "portcullis.decision_us",
+        "portcullis.decision_cache.hits",
+        "portcullis.decision_cache.misses",
     ] {
         assert!(stats.contains(name), "{name} missing from:\n{stats}");
     }
+    let hits = stats
+        .lines()
+        .find_map(|l| l.split_once("portcullis.decision_cache.hits: ").map(|(_, n)| n.trim().parse::<u64>().unwrap()))
+        .expect("hits counter");
+    assert!(hits >= 1, "a repeated call must be answered from the decision cache:\n{stats}");
     let prom = s.admin_get("/stats/prometheus?filter=portcullis");
     assert!(prom.contains("portcullis_decision_us_bucket"), "{prom}");
 }
