@@ -2,6 +2,7 @@
 //! an agent certificate) and one request in flight; every run bounded in both request count
 //! and time.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -175,11 +176,11 @@ impl Outcome {
     }
 }
 
-/// Runs `call` with the first `concurrency` agents (each one request in flight) until
-/// `max_requests` were sent or `max_time` passed, whichever comes first.
 /// Numbers the calls made with `fresh_arguments`.
 static FRESH: AtomicU64 = AtomicU64::new(0);
 
+/// Runs `call` with the first `concurrency` agents (each one request in flight) until
+/// `max_requests` were sent or `max_time` passed, whichever comes first.
 pub async fn run(agents: &mut Vec<Agent>, call: &Arc<Call>, concurrency: usize, max_requests: u64, max_time: Duration) -> Result<Outcome> {
     ensure!(agents.len() >= concurrency, "{} agents for concurrency {concurrency}", agents.len());
     let issued = Arc::new(AtomicU64::new(0));
@@ -210,16 +211,14 @@ pub async fn run(agents: &mut Vec<Agent>, call: &Arc<Call>, concurrency: usize, 
                         continue;
                     }
                 };
-                let body = if call.fresh_arguments {
-                    let mut arguments = call.arguments.clone();
-                    if let Some(Value::String(text)) = arguments.get_mut("text") {
+                let mut arguments = Cow::Borrowed(&call.arguments);
+                if call.fresh_arguments {
+                    if let Some(Value::String(text)) = arguments.to_mut().get_mut("text") {
                         // Unique for the whole process, so no later run repeats an earlier call.
                         text.push_str(&format!(" #{}", FRESH.fetch_add(1, Ordering::Relaxed)));
                     }
-                    payload::tools_call_with(n + 1, call.tool, &arguments)
-                } else {
-                    payload::tools_call_with(n + 1, call.tool, &call.arguments)
-                };
+                }
+                let body = payload::tools_call_with(n + 1, call.tool, &arguments);
                 let t0 = Instant::now();
                 let reply = match tokio::time::timeout(REQUEST_TIMEOUT, agent.post(ticket.as_deref(), body.as_bytes())).await {
                     Ok(r) => r,

@@ -393,7 +393,7 @@ async fn upstream_phase(ctx: &Ctx, kind: Upstream, results: &mut Results) -> Res
             let before = stacks[filter].envoy.decision_buckets().await?;
             let (cap, time) = match (kind, path, concurrency) {
                 (Upstream::Static, _, 1) => (plan.static_c1 / plan.rounds as u64, Duration::from_secs(30)),
-                (Upstream::Runner, Path::Allow | Path::Fresh, 1) => (plan.runner_allow_c1 / plan.rounds as u64, Duration::from_secs(30)),
+                (Upstream::Runner, Path::Allow, 1) => (plan.runner_allow_c1 / plan.rounds as u64, Duration::from_secs(30)),
                 (Upstream::Runner, Path::Deny, 1) => (plan.runner_deny_c1 / plan.rounds as u64, Duration::from_secs(30)),
                 (Upstream::Static, _, _) => (plan.c32_block_cap, plan.c32_block_time),
                 (Upstream::Runner, _, _) => (plan.c32_block_cap, plan.runner_c32_block_time),

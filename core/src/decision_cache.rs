@@ -54,15 +54,10 @@ struct KeyView<'a> {
 
 /// The cache key for `input`, or `None` when it should not be cached (too large).
 pub fn key(input: &PolicyInput<'_>) -> Option<Key> {
-    let view = KeyView {
-        method: input.method,
-        tool: input.tool,
-        arguments: input.arguments,
-        plan_hash: input.plan_hash,
-        workload: input.workload,
-        user: input.user,
-        user_error: input.user_error,
-    };
+    // Destructured without `..`: a field added to the policy input fails to compile here until
+    // it is in the key too (or, like time, deliberately left out).
+    let PolicyInput { method, tool, arguments, plan_hash, workload, user, user_error, time: _ } = *input;
+    let view = KeyView { method, tool, arguments, plan_hash, workload, user, user_error };
     // serde_json's Map is ordered by key, so equal inputs give equal bytes.
     let bytes = serde_json::to_vec(&view).ok()?;
     (bytes.len() <= MAX_KEY_BYTES).then(|| Sha256::digest(&bytes).into())
