@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use portcullis_runner::sandbox::local::{Limits, LocalNamespaces};
 use portcullis_runner::sandbox::{Backend, JobOutput, JobSpec, SandboxError};
 
+#[path = "sandbox/private_dirs.rs"]
+mod private_dirs;
+
 /// A backend whose job dirs go to a fresh dir of this test, so leaks are attributable.
 struct Fixture {
     backend: LocalNamespaces,

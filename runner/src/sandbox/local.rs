@@ -7,9 +7,12 @@
 //! 1. The runner creates a private job dir (`$TMPDIR/portcullis-job-*`, mode 0700) holding
 //!    `tmp/` (becomes the job's `/tmp`) and `root/` (mount point of the job's new root).
 //! 2. It spawns its own binary as `portcullis __sandbox-init`. Between fork and exec a
-//!    `pre_exec` hook unshares all six namespaces and writes the single-line uid/gid maps
-//!    (job uid 0 = the runner's uid, or `with_host_user`'s). The job spec goes through a memfd and setup errors come
-//!    back through a status pipe, never through argv or the runner's environment.
+//!    `pre_exec` hook enters the job dir, unshares all six namespaces, writes the single-line
+//!    uid/gid maps (job uid 0 = the runner's uid, or `with_host_user`'s) and executes the
+//!    binary. Job dir and binary are reached through descriptors the runner opened, so this
+//!    works wherever the binary lives (see `spawn.rs`). The job spec goes through a memfd and
+//!    setup errors come back through a status pipe, never through argv or the runner's
+//!    environment.
 //! 3. `init` (in the new namespaces, but not yet in the new pid namespace, which only applies
 //!    to children) forks PID 1 of the new pid namespace. PID 1 builds a minimal read-only root
 //!    (`/usr`, `/etc`, a few devices, its own `/proc`, `/tmp` = the job dir), pivots into it,
@@ -121,7 +124,9 @@ impl LocalNamespaces {
     }
 
     /// Also expose this absolute host path read-only at the same place inside (e.g. a
-    /// virtualenv or `/opt/tool`). Paths that do not exist make every job fail setup.
+    /// virtualenv or `/opt/tool`). Paths that do not exist make every job fail setup, and so
+    /// do paths the job's host uid cannot reach: the bind is made as that uid, so that a bind
+    /// never exposes more than the job could read on the host anyway.
     pub fn with_ro_bind(mut self, path: impl Into<PathBuf>) -> Self {
         self.ro_binds.push(path.into());
         self

@@ -34,6 +34,8 @@ pub fn init_main(args: Vec<String>) -> ExitCode {
         }
     };
     let status = Status(args.status_fd);
+    // Exec'd by descriptor, the kernel named us after the fd number; `ps` shows this instead.
+    let _ = nix::sys::prctl::set_name(c"portcullis");
     // The job must not inherit any of these.
     for fd in [args.status_fd, args.config_fd, args.lifeline_fd] {
         // SAFETY: fcntl on an fd number; failure is harmless here (checked by exec later).

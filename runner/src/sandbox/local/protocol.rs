@@ -25,8 +25,6 @@ pub(super) struct InitConfig {
     /// The job's complete environment, defaults included.
     pub(super) env: Vec<(String, String)>,
     pub(super) limits: Limits,
-    /// Host path of the job dir (`tmp/` and `root/` inside).
-    pub(super) job_dir: PathBuf,
     pub(super) ro_binds: Vec<PathBuf>,
 }
 

@@ -31,8 +31,14 @@ const PROC_MASK_DIRS: [&str; 3] = ["acpi", "scsi", "asound"];
 
 type Result<T> = std::result::Result<T, String>;
 
+/// The job dir's `root/` and `tmp/`, relative: init starts with its cwd in the job dir (the
+/// runner `fchdir`s there by descriptor), so PID 1, running as the job's host uid, never
+/// walks the host directories above it, which that uid may not be allowed to enter.
+const ROOT: &str = "root";
+const TMP: &str = "tmp";
+
 pub(super) fn build(cfg: &InitConfig) -> Result<()> {
-    let root = cfg.job_dir.join("root");
+    let root = PathBuf::from(ROOT);
     // Nothing we mount may propagate back to the host (it would if / is shared, as under
     // systemd), and nothing from the host may appear later.
     mnt(
@@ -95,13 +101,7 @@ pub(super) fn build(cfg: &InitConfig) -> Result<()> {
     }
 
     let tmp = mkdir_in(&root, "/tmp")?;
-    mnt(
-        Some(&cfg.job_dir.join("tmp")),
-        &tmp,
-        None,
-        MsFlags::MS_BIND,
-        None,
-    )?;
+    mnt(Some(Path::new(TMP)), &tmp, None, MsFlags::MS_BIND, None)?;
     remount(&tmp, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
 
     // pivot_root(".", ".") stacks the old root on top of the new one; unmounting "." then

@@ -1,10 +1,34 @@
 //! Starting init: the command line, the fds it inherits, and the `pre_exec` hook that
 //! creates the namespaces between fork and exec.
+//!
+//! # Why init is executed from a descriptor
+//!
+//! With `with_host_user` (a root runner), std switches the child to the job's host uid before
+//! the hook runs, and from then on every path the child walks is checked against that uid.
+//! The runner binary and the job dir often sit below a directory that uid may not enter (a
+//! checkout made with `mktemp -d`, root's 0700 home). So the runner, still itself, opens both
+//! before forking (`O_PATH`, close-on-exec), and the child only ever uses the descriptors:
+//! it `fchdir`s into the job dir (init and PID 1 then name it by relative paths, see
+//! `rootfs.rs`) and `execveat(exe, "", AT_EMPTY_PATH)`s the binary. Neither walks a parent
+//! directory; the kernel still checks the job uid's own right to execute the binary (0755
+//! is enough; a binary it may not execute fails, naming that step) and to enter the job dir
+//! (created for it, 0700).
+//!
+//! Nothing is loosened for the job: no directory mode changes and no copy of the binary is
+//! placed anywhere, so the runner's checkout, state dir and keys stay unreachable by the job
+//! uid on the host. Both descriptors are close-on-exec, so init never holds them, and the job
+//! cannot see init at all: init stays outside the job's pid namespace (so no `/proc/<pid>/exe`
+//! of it inside), and PID 1 pivots away from the host file system before it execs the job's
+//! command. The alternative, exec'ing init as root and switching uid only inside it, would
+//! run init with host root's credentials and need a second process to write the uid map
+//! (a process cannot map a uid other than its own into a namespace it has entered).
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString, OsString};
 use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
@@ -41,7 +65,6 @@ impl LocalNamespaces {
             hostname: hostname_for(&job.job_id),
             env,
             limits: self.limits.clone(),
-            job_dir: jobdir.to_path_buf(),
             ro_binds: self.ro_binds.clone(),
         };
         // Fails only for non-UTF-8 paths (temp root, binds).
@@ -52,15 +75,28 @@ impl LocalNamespaces {
         let (status_r, status_w) = pipe().map_err(create("creating the status pipe"))?;
         let (lifeline_r, lifeline_w) = pipe().map_err(create("creating the lifeline pipe"))?;
 
+        // Opened as the runner, before any uid change: see the module docs.
+        let exe = open_path(&self.exe, 0).map_err(create(&format!(
+            "opening the runner binary {}",
+            self.exe.display()
+        )))?;
+        let dir = open_path(jobdir, libc::O_DIRECTORY).map_err(create("opening the job dir"))?;
+        let mut argv = vec![self.exe.as_os_str().to_owned()];
+        argv.extend(
+            [
+                INIT_SUBCOMMAND.to_string(),
+                format!("status-fd={}", status_w.as_raw_fd()),
+                format!("config-fd={}", config_fd.as_raw_fd()),
+                format!("lifeline-fd={}", lifeline_r.as_raw_fd()),
+                "--".to_string(),
+            ]
+            .into_iter()
+            .chain(job.command.iter().cloned())
+            .map(Into::into),
+        );
+        // std's own exec (of the same binary, by path) is never reached: the hook execs.
         let mut cmd = std::process::Command::new(&self.exe);
-        cmd.arg(INIT_SUBCOMMAND)
-            .arg(format!("status-fd={}", status_w.as_raw_fd()))
-            .arg(format!("config-fd={}", config_fd.as_raw_fd()))
-            .arg(format!("lifeline-fd={}", lifeline_r.as_raw_fd()))
-            .arg("--")
-            .args(&job.command)
-            .env_clear()
-            .current_dir("/");
+        cmd.args(argv.iter().skip(1)).env_clear();
 
         let (uid, gid) = match self.host_user {
             Some((uid, gid)) => {
@@ -81,6 +117,10 @@ impl LocalNamespaces {
                 nix::unistd::getegid().as_raw(),
             ),
         };
+        let exec_step = format!(
+            "executing the runner binary {} as the sandbox init, as host uid {uid}",
+            self.exe.display()
+        );
         let hook = PreExec {
             uid_map: format!("0 {uid} 1\n").into_bytes(),
             gid_map: format!("0 {gid} 1\n").into_bytes(),
@@ -90,6 +130,8 @@ impl LocalNamespaces {
                 config_fd.as_raw_fd(),
                 lifeline_r.as_raw_fd(),
             ],
+            exec: Exec::new(exe, argv, exec_step).map_err(create("encoding init's arguments"))?,
+            dir,
         };
         // SAFETY: the hook only makes async-signal-safe system calls on data prepared above.
         unsafe { cmd.pre_exec(move || hook.run()) };
@@ -121,11 +163,21 @@ struct PreExec {
     gid_map: Vec<u8>,
     status_fd: RawFd,
     inherit: [RawFd; 3],
+    exec: Exec,
+    /// The job dir, opened by the runner.
+    dir: OwnedFd,
 }
 
 impl PreExec {
-    /// Runs in the forked child. Async-signal-safe only: raw syscalls, no allocation.
+    /// Runs in the forked child, already as the job's host uid. Async-signal-safe only: raw
+    /// syscalls, no allocation. Returns only on failure; on success init is running.
     fn run(&self) -> io::Result<()> {
+        // Before unshare: the new mount namespace then gets this cwd translated into it
+        // (descriptors, unlike the cwd, would keep pointing into the runner's namespace).
+        // SAFETY: plain syscall on an fd we own.
+        if unsafe { libc::fchdir(self.dir.as_raw_fd()) } != 0 {
+            return Err(self.fail(b"entering the job dir"));
+        }
         let flags = libc::CLONE_NEWUSER
             | libc::CLONE_NEWNS
             | libc::CLONE_NEWPID
@@ -161,7 +213,18 @@ impl PreExec {
                 return Err(self.fail(b"passing fds to init"));
             }
         }
-        Ok(())
+        // SAFETY: every pointer is into `self.exec`, alive and NUL-terminated as required.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                self.exec.fd.as_raw_fd(),
+                c"".as_ptr(),
+                self.exec.argv_ptrs.as_ptr(),
+                self.exec.envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        Err(self.fail(self.exec.step.as_bytes()))
     }
 
     /// Reports which step failed on the status pipe (std reports the errno itself).
@@ -173,6 +236,49 @@ impl PreExec {
         }
         err
     }
+}
+
+/// Everything `execveat` needs, allocated before the fork.
+struct Exec {
+    fd: OwnedFd,
+    /// Owns the strings `argv_ptrs` points into (moving the Vec does not move them).
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp: [*const libc::c_char; 1],
+    /// Names the step in the status message if the exec fails.
+    step: String,
+}
+
+// SAFETY: the raw pointers point into `_argv`, owned by the same value and never mutated.
+unsafe impl Send for Exec {}
+unsafe impl Sync for Exec {}
+
+impl Exec {
+    fn new(fd: OwnedFd, argv: Vec<OsString>, step: String) -> io::Result<Exec> {
+        let argv = argv
+            .into_iter()
+            .map(|a| CString::new(a.into_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        Ok(Exec {
+            fd,
+            _argv: argv,
+            argv_ptrs,
+            envp: [std::ptr::null()],
+            step,
+        })
+    }
+}
+
+/// An `O_PATH` close-on-exec descriptor of `path` (above stdio).
+fn open_path(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC | flags)
+        .open(path)?;
+    above_stdio(file.into())
 }
 
 /// open/write/close, async-signal-safe.
