@@ -153,8 +153,8 @@ impl ServerHandler for Handler {
         let job = job_for(tool, request.arguments.as_ref(), &claims.decision_id);
         tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
         let out = runner.backend.run(job).await.map_err(|e| {
-            tracing::error!(tool = %tool.name, error = %e, "sandbox failed");
-            McpError::internal_error(format!("sandbox failed: {e}"), None)
+            tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
+            McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None)
         })?;
         tracing::info!(tool = %tool.name, exit = ?out.exit_code, timed_out = out.timed_out, ms = out.duration.as_millis() as u64, "finished");
         let (text, failed) = render_output(&out);

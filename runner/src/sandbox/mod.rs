@@ -112,6 +112,43 @@ pub enum SandboxError {
     },
 }
 
+impl SandboxError {
+    /// For the runner's log: this error and every cause under it, so the failed step and
+    /// the errno are there (`...: starting the sandbox: before init: executing ...:
+    /// Permission denied (os error 13)`). May name host paths.
+    pub fn log_text(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+
+    /// For the agent: short, and free of host paths and host details. The runner's log has
+    /// the rest (see [`SandboxError::log_text`]).
+    pub fn agent_message(&self) -> String {
+        match self {
+            SandboxError::InvalidJob(m) => format!("invalid job: {m}"),
+            SandboxError::Unsupported { .. } => "the sandbox is unavailable on this host".into(),
+            SandboxError::Create { source, .. } => {
+                format!("cannot start the job environment ({})", source.kind())
+            }
+            SandboxError::Setup { .. } => "cannot set up the job environment".into(),
+            // The program is the catalog's, the message an errno description.
+            SandboxError::Exec { .. } => self.to_string(),
+            SandboxError::Io { source, .. } => {
+                format!("lost contact with the job ({})", source.kind())
+            }
+            SandboxError::Teardown { source, .. } => {
+                format!("cannot tear down the job environment ({})", source.kind())
+            }
+        }
+    }
+}
+
 /// Runs jobs, each in a fresh environment that is destroyed when the job ends.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync {
@@ -148,4 +185,38 @@ pub(crate) fn validate(job: &JobSpec) -> Result<(), SandboxError> {
         return bad("zero timeout".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SandboxError;
+    use std::io;
+
+    fn spawn_failure() -> SandboxError {
+        SandboxError::Create {
+            context: "starting the sandbox: before init: executing the runner binary \
+                      /srv/private/portcullis as the sandbox init, as host uid 2000000000"
+                .into(),
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        }
+    }
+
+    #[test]
+    fn the_log_names_the_step_and_the_errno() {
+        let text = spawn_failure().log_text();
+        assert!(text.contains("executing the runner binary"), "{text}");
+        assert!(text.ends_with("Permission denied (os error 13)"), "{text}");
+    }
+
+    #[test]
+    fn the_agent_gets_the_cause_without_host_paths() {
+        assert_eq!(
+            spawn_failure().agent_message(),
+            "cannot start the job environment (permission denied)"
+        );
+        let setup = SandboxError::Setup {
+            message: "bind source /srv/private/venv: Permission denied".into(),
+        };
+        assert_eq!(setup.agent_message(), "cannot set up the job environment");
+    }
 }

@@ -162,10 +162,18 @@ async fn a_sandbox_that_cannot_start_names_the_cause() {
         (private.0.join("missing"), "os error 2")
     };
     let backend = local_backend(exe).with_temp_root(&private.0);
-    let err = match backend.run(sh("true")).await {
+    let e = match backend.run(sh("true")).await {
         Ok(out) => panic!("expected a failure, got {out:?}"),
-        Err(e) => chain(&e),
+        Err(e) => e,
     };
-    assert!(err.contains(errno), "{err}");
-    assert!(err.contains("runner binary"), "the step is missing: {err}");
+    let log = e.log_text();
+    assert!(log.contains(errno), "{log}");
+    assert!(log.contains("runner binary"), "the step is missing: {log}");
+    // The agent learns the kind of failure, not where the runner lives.
+    let agent = e.agent_message();
+    assert!(
+        agent.starts_with("cannot start the job environment ("),
+        "{agent}"
+    );
+    assert!(!agent.contains('/'), "{agent}");
 }
