@@ -55,6 +55,17 @@ impl Rejection {
         self
     }
 
+    /// An upstream's (or the proxy's own) error answer that is not JSON-RPC, restated as a
+    /// JSON-RPC error for the request `id`: 5xx as an internal error, 4xx as an invalid request.
+    /// `text` is the start of the upstream's answer, kept short and printable.
+    pub fn upstream(status: u16, text: &[u8], id: Option<Id>) -> Self {
+        let text: String = String::from_utf8_lossy(text).chars().filter(|c| !c.is_control()).take(200).collect();
+        let text = text.trim();
+        let (kind, code) = if status >= 500 { (RejectKind::Internal, INTERNAL_ERROR) } else { (RejectKind::Invalid, INVALID_REQUEST) };
+        let message = if text.is_empty() { format!("upstream answered HTTP {status}") } else { format!("upstream answered HTTP {status}: {text}") };
+        Self::new(kind, status, code, message, id)
+    }
+
     /// The JSON-RPC error response body.
     pub fn body(&self) -> Vec<u8> {
         let mut error = json!({"code": self.code, "message": self.message});

@@ -10,6 +10,7 @@ use crate::json::{parse_strict, Limits, StrictJsonError};
 use crate::jsonrpc::{self, Id, Method, RpcError};
 use crate::plan::plan_hash;
 use crate::ratelimit::RateLimits;
+use crate::record::DecisionRecord;
 use crate::ticket::{Claims, Signer, AUDIENCE};
 use crate::userjwt::UserVerifier;
 
@@ -49,6 +50,13 @@ pub struct Allowed {
 }
 
 pub type Verdict = Result<Allowed, Rejection>;
+
+/// A verdict and its record for the access log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub verdict: Verdict,
+    pub record: DecisionRecord,
+}
 
 impl Gateway {
 
@@ -99,17 +107,51 @@ impl Gateway {
         self.authorizer.version()
     }
 
-    /// The rejection for a body that grew past the limit before it was fully buffered.
-    pub fn reject_oversized(&self, size: usize) -> Rejection {
-        parse_rejection(&StrictJsonError::TooLarge { size, limit: self.limits.max_body_bytes }, &[])
+    /// The rejection for a body that grew past the limit before it was fully buffered;
+    /// `prefix` (its first bytes) may still name the request id to answer.
+    pub fn reject_oversized(&self, size: usize, prefix: &[u8]) -> Rejection {
+        let mut rejection = parse_rejection(&StrictJsonError::TooLarge { size, limit: self.limits.max_body_bytes }, &[]);
+        rejection.id = jsonrpc::scan_id(prefix);
+        rejection
+    }
+
+    /// The rejection for a request that ended in trailers. MCP's Streamable HTTP never sends
+    /// them, and a request must end where the gateway can decide it, so it is refused.
+    pub fn reject_trailers(&self, body: &[u8]) -> Rejection {
+        let id = jsonrpc::scan_id(body);
+        Rejection::new(RejectKind::Invalid, 400, INVALID_REQUEST, "request trailers are not accepted: MCP requests end with their body", id)
     }
 
     /// Decides one request body.
     pub fn decide(&self, body: &[u8], ctx: RequestContext<'_>) -> Verdict {
+        self.decide_recorded(body, ctx).verdict
+    }
+
+    /// Decides one request body, and records what was decided about whom for the access log.
+    pub fn decide_recorded(&self, body: &[u8], ctx: RequestContext<'_>) -> Decided {
+        let mut record = self.record(ctx.peer_uri_san, ctx.entropy);
+        let verdict = self.decide_into(body, ctx, &mut record);
+        record = match &verdict {
+            Ok(allowed) => {
+                record.rule_ids.clone_from(&allowed.decision.rule_ids);
+                record.allowed(allowed.decision.require_approval)
+            }
+            Err(rejection) => record.refused(rejection),
+        };
+        Decided { verdict, record }
+    }
+
+    /// An empty record for a request on this connection; `entropy` names the decision.
+    pub fn record(&self, peer_uri_san: Option<&str>, entropy: [u8; 16]) -> DecisionRecord {
+        DecisionRecord::new(hex::encode(entropy), self.authorizer.version(), peer_uri_san)
+    }
+
+    fn decide_into(&self, body: &[u8], ctx: RequestContext<'_>, record: &mut DecisionRecord) -> Verdict {
         let value = parse_strict(body, self.limits).map_err(|e| parse_rejection(&e, body))?;
         let message = jsonrpc::validate(&value).map_err(|e| rpc_rejection(&e, jsonrpc::recover_id(&value)))?;
         let id = message.id.clone();
         let method = message.method.name().to_owned();
+        record.method = Some(method.clone());
 
         let workload = ctx.peer_uri_san.and_then(Workload::from_spiffe_id).ok_or_else(|| {
             Rejection::new(RejectKind::Denied, 403, DENIED, "no verified SPIFFE workload identity on this connection", id.clone())
@@ -117,9 +159,11 @@ impl Gateway {
 
         let (tool, arguments, hash) = match &message.method {
             Method::ToolsCall { name, arguments } => {
+                record.tool = Some(name.clone());
                 let hash = plan_hash(name, arguments.as_ref()).map_err(|e| {
                     Rejection::new(RejectKind::Invalid, 400, INVALID_PARAMS, format!("invalid params: {e}"), id.clone())
                 })?;
+                record.plan_hash = Some(hash.clone());
                 self.check_arguments(name, arguments.as_ref(), &hash, &id)?;
                 (Some(name.as_str()), arguments.as_ref(), Some(hash))
             }
@@ -129,6 +173,7 @@ impl Gateway {
         // A missing or invalid token is never a user; policy sees why instead.
         let verified = self.users.verify(ctx.authorization, ctx.now_unix);
         let user_error = verified.as_ref().err().map(ToString::to_string);
+        record.user = verified.as_ref().ok().map(|u| u.sub.clone());
         let input = PolicyInput {
             method: &method,
             tool,
@@ -145,6 +190,7 @@ impl Gateway {
         })?;
 
         if !decision.allow {
+            record.rule_ids.clone_from(&decision.rule_ids);
             let what = tool.map_or_else(|| method.clone(), |t| format!("{method} {t}"));
             let reasons = if decision.reasons.is_empty() { "no rule allows it".to_owned() } else { decision.reasons.join("; ") };
             return Err(Rejection::new(RejectKind::Denied, 403, DENIED, format!("denied {what}: {reasons}"), id).with_data(json!({
@@ -244,4 +290,10 @@ pub fn check_transport(http_method: &str, content_type: Option<&str>, peer_uri_s
         },
         other => Err(Rejection::new(RejectKind::Invalid, 405, INVALID_REQUEST, format!("HTTP method {other} is not part of MCP Streamable HTTP"), None)),
     }
+}
+
+/// The refusal of a GET or DELETE that carries a body: those requests make no call, so a body
+/// on them would reach the upstream undecided.
+pub fn reject_body_on(http_method: &str) -> Rejection {
+    Rejection::new(RejectKind::Invalid, 400, INVALID_REQUEST, format!("an MCP {http_method} request carries no body"), None)
 }

@@ -99,6 +99,9 @@ pub fn validate(value: &Value) -> Result<Message, RpcError> {
         Some(Value::Object(p)) => Some(p),
         Some(_) => return Err(RpcError::InvalidParams("\"params\" must be an object".into())),
     };
+    if let Some(meta) = params.and_then(|p| p.get("_meta")) {
+        check_meta(meta)?;
+    }
     let method = mcp_method(method, params)?;
     let is_notification = method.name().starts_with("notifications/");
     if is_notification != id.is_none() {
@@ -179,6 +182,17 @@ fn mcp_method(method: &str, params: Option<&Map<String, Value>>) -> Result<Metho
     })
 }
 
+/// `params._meta` is MCP's reserved metadata object; a `progressToken` in it is a string or an
+/// integer. The upstream parses it as such, so the gateway refuses any other form itself.
+fn check_meta(meta: &Value) -> Result<(), RpcError> {
+    let Value::Object(meta) = meta else { return Err(bad_params("\"_meta\" must be an object")) };
+    match meta.get("progressToken") {
+        None | Some(Value::String(_)) => Ok(()),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(()),
+        Some(_) => Err(bad_params("\"_meta.progressToken\" must be a string or an integer")),
+    }
+}
+
 fn only_members(p: &Map<String, Value>, allowed: &[&str]) -> Result<(), RpcError> {
     match p.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(RpcError::InvalidParams(format!("unexpected member {k:?} in params"))),
@@ -197,6 +211,9 @@ fn require_obj<'a>(p: &'a Map<String, Value>, key: &str) -> Result<&'a Map<Strin
         .and_then(Value::as_object)
         .ok_or_else(|| RpcError::InvalidParams(format!("{key:?} must be an object")))
 }
+
+mod scan;
+pub use scan::scan_id;
 
 #[cfg(test)]
 mod tests;

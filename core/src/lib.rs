@@ -20,6 +20,7 @@ pub mod jsonrpc;
 pub mod listing;
 pub mod plan;
 pub mod ratelimit;
+pub mod record;
 pub mod schema;
 pub mod ticket;
 pub mod userjwt;

@@ -11,14 +11,18 @@
 
 mod listing;
 mod ratelimit;
+mod upstream_error;
 
 use std::rc::Rc;
 
 use listing::Listing;
 use std::time::UNIX_EPOCH;
+use upstream_error::UpstreamError;
 
 use portcullis_core::error::{RejectKind, Rejection};
-use portcullis_core::gateway::{check_transport, Gateway, RequestContext, Transport};
+use portcullis_core::gateway::{check_transport, reject_body_on, Gateway, RequestContext, Transport};
+use portcullis_core::jsonrpc::Id;
+use portcullis_core::record::{DecisionRecord, Outcome};
 use portcullis_core::TICKET_HEADER;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -26,6 +30,11 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 
 /// Response header naming the gateway decision, for correlation with the audit trail.
 const DECISION_HEADER: &str = "x-portcullis-decision-id";
+/// The property (Envoy filter state `wasm.portcullis_decision`) that carries the decision
+/// record into the access log.
+const DECISION_PROPERTY: &str = "portcullis_decision";
+/// How much of an oversized body is read to recover the request id for the refusal.
+const ID_SCAN_BYTES: usize = 4096;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -122,7 +131,18 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter { gateway: self.gateway.clone(), metrics: self.metrics, decision_id: None, listing: Listing::Off, authorization: None }))
+        Some(Box::new(Filter {
+            gateway: self.gateway.clone(),
+            metrics: self.metrics,
+            decision_id: None,
+            listing: Listing::Off,
+            upstream_error: None,
+            authorization: None,
+            http_method: None,
+            transport: None,
+            request_id: None,
+            settled: false,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -136,8 +156,19 @@ struct Filter {
     decision_id: Option<String>,
     /// Set for an allowed tools/list: how to trim the answer.
     listing: Listing,
+    /// Set when the upstream's answer is an error that is not JSON-RPC: it is restated as one.
+    upstream_error: Option<UpstreamError>,
     /// The user's bearer token, read and removed from the request before it is forwarded.
     authorization: Option<String>,
+    http_method: Option<String>,
+    /// What the headers said to do with this request; `None` until they have been read.
+    transport: Option<Transport>,
+    /// The JSON-RPC id of the decided request, for restating upstream errors.
+    request_id: Option<Id>,
+    /// True once this request was forwarded after a decision, or refused. Until then nothing
+    /// of it has left the filter: however the request ends (body, trailers, reset), it ends
+    /// in exactly one decision or refusal.
+    settled: bool,
 }
 
 impl Context for Filter {}
@@ -147,34 +178,39 @@ impl HttpContext for Filter {
         // Never trust a ticket the client brought, whatever happens next.
         if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, TICKET_HEADER, None) {
             log::error!("portcullis: cannot strip inbound ticket header: {status:?}");
-            return reject_internal();
+            return self.reject(&Rejection::internal("cannot strip the inbound ticket header"));
         }
         // The user's token is for the gateway only: the runner learns the user from the ticket.
         self.authorization = header("authorization");
         if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None) {
             log::error!("portcullis: cannot strip the authorization header: {status:?}");
-            return reject_internal();
+            return self.reject(&Rejection::internal("cannot strip the authorization header"));
         }
         if self.gateway.is_none() {
-            return reject_internal();
+            return self.reject(&not_configured());
         }
-        let method = header(":method");
+        self.http_method = header(":method");
         let content_type = header("content-type");
         let peer = peer_uri_san();
-        match check_transport(method.as_deref().unwrap_or(""), content_type.as_deref(), peer.as_deref()) {
-            Ok(Transport::IdentityOnly) => match self.gateway.as_deref().and_then(|g| ratelimit::check(g, peer.as_deref(), &[])) {
-                Some(rejection) => self.reject(&rejection),
-                None => Action::Continue,
-            },
-            Ok(Transport::Decide) if end_of_stream => self.decide(&[]),
-            // Hold the headers until the whole body is buffered and decided.
-            Ok(Transport::Decide) => Action::Pause,
+        match check_transport(self.http_method.as_deref().unwrap_or(""), content_type.as_deref(), peer.as_deref()) {
+            Ok(transport) => {
+                self.transport = Some(transport);
+                if end_of_stream {
+                    self.settle(&[])
+                } else {
+                    // Hold the headers until the request has ended and been decided.
+                    Action::Pause
+                }
+            }
             Err(rejection) => self.reject(&rejection),
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(gateway) = &self.gateway else { return reject_internal() };
+        if self.settled {
+            return Action::Continue;
+        }
+        let Some(gateway) = &self.gateway else { return self.reject(&not_configured()) };
         let limit = gateway.limits().max_body_bytes;
         if body_size > limit {
             // Refuse as soon as the limit is passed rather than buffering the rest.
@@ -184,40 +220,99 @@ impl HttpContext for Filter {
             return Action::Pause;
         }
         match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-            Ok(body) => self.decide(&body.unwrap_or_default()),
+            Ok(body) => self.settle(&body.unwrap_or_default()),
             Err(status) => {
                 log::error!("portcullis: cannot read request body: {status:?}");
-                reject_internal()
+                self.reject(&Rejection::internal("cannot read the request body"))
             }
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.settled {
+            return Action::Continue;
+        }
+        // The body callbacks never saw its end: this request ends here, undecided. Refuse it
+        // (with its id, when the buffered body names one) rather than let it pass.
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, ID_SCAN_BYTES).ok().flatten().unwrap_or_default();
+        match &self.gateway {
+            Some(gateway) => {
+                let rejection = gateway.reject_trailers(&body);
+                self.reject(&rejection)
+            }
+            None => self.reject(&not_configured()),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if let Some(id) = &self.decision_id {
             if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, DECISION_HEADER, Some(id)) {
                 log::warn!("portcullis: cannot set {DECISION_HEADER}: {status:?}");
             }
         }
-        self.listing.on_headers();
+        self.upstream_error = UpstreamError::detect(end_of_stream, self.request_id.clone());
+        if self.upstream_error.is_none() {
+            self.listing.on_headers();
+        }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.listing.on_body(body_size, end_of_stream)
+        match &mut self.upstream_error {
+            Some(error) => error.on_body(body_size, end_of_stream),
+            None => self.listing.on_body(body_size, end_of_stream),
+        }
+    }
+
+    fn on_log(&mut self) {
+        if !self.settled {
+            // Reset or abandoned before it was decided: nothing was forwarded.
+            if let Some(gateway) = &self.gateway {
+                let mut record = gateway.record(peer_uri_san().as_deref(), entropy());
+                record.outcome = Some(Outcome::Incomplete);
+                record.method.clone_from(&self.http_method);
+                set_record(&record);
+            }
+        }
     }
 }
 
 impl Filter {
-    fn decide(&mut self, body: &[u8]) -> Action {
-        let Some(gateway) = &self.gateway else { return reject_internal() };
+    /// The request has ended (`body` is all of it): decide it, or refuse it.
+    fn settle(&mut self, body: &[u8]) -> Action {
+        match self.transport {
+            Some(Transport::Decide) => self.decide(body),
+            Some(Transport::IdentityOnly) => self.pass_identity_only(body),
+            // Unreachable: the headers set the transport before anything can end the request.
+            None => self.reject(&Rejection::internal("request ended before its headers were read")),
+        }
+    }
+
+    /// GET (the server's event stream) and DELETE (end of session) make no call: the workload
+    /// identity is enough, and they carry no body.
+    fn pass_identity_only(&mut self, body: &[u8]) -> Action {
+        if !body.is_empty() {
+            return self.reject(&reject_body_on(self.http_method.as_deref().unwrap_or("GET")));
+        }
+        let Some(gateway) = self.gateway.clone() else { return self.reject(&not_configured()) };
         let peer = peer_uri_san();
-        if let Some(rejection) = ratelimit::check(gateway, peer.as_deref(), body) {
+        if let Some(rejection) = ratelimit::check(&gateway, peer.as_deref(), &[]) {
+            return self.reject(&rejection);
+        }
+        let record = gateway.record(peer.as_deref(), entropy()).with_method(self.http_method.as_deref().unwrap_or("")).allowed(false);
+        self.forward(record)
+    }
+
+    fn decide(&mut self, body: &[u8]) -> Action {
+        let Some(gateway) = self.gateway.clone() else { return self.reject(&not_configured()) };
+        let peer = peer_uri_san();
+        if let Some(rejection) = ratelimit::check(&gateway, peer.as_deref(), body) {
             return self.reject(&rejection);
         }
         let started = hostcalls::get_current_time().ok();
         let ctx = RequestContext { peer_uri_san: peer.as_deref(), now_unix: now_unix(), entropy: entropy(), authorization: self.authorization.as_deref() };
         let (hits, misses) = gateway.decision_cache_counts();
-        let verdict = gateway.decide(body, ctx);
+        let decided = gateway.decide_recorded(body, ctx);
         if let (Some(id), Some(start), Ok(end)) = (self.metrics.decision_us, started, hostcalls::get_current_time()) {
             let us = end.duration_since(start).map_or(0, |d| d.as_micros());
             let _ = hostcalls::record_metric(id, u64::try_from(us).unwrap_or(u64::MAX));
@@ -229,7 +324,7 @@ impl Filter {
         } else if misses_after > misses {
             Metrics::count(self.metrics.cache_misses);
         }
-        match verdict {
+        match decided.verdict {
             Ok(allowed) => {
                 Metrics::count(self.metrics.allowed);
                 if allowed.decision.require_approval {
@@ -241,30 +336,61 @@ impl Filter {
                 if let Some(ticket) = &allowed.ticket {
                     if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, TICKET_HEADER, Some(ticket)) {
                         log::error!("portcullis: cannot set ticket header: {status:?}");
-                        return reject_internal();
+                        return self.reject(&Rejection::internal("cannot set the ticket header"));
                     }
                 }
                 log::debug!("portcullis: allow {} decision {}", allowed.method, allowed.decision_id);
-                self.decision_id = Some(allowed.decision_id);
-                Action::Continue
+                self.request_id = allowed.id;
+                self.forward(decided.record)
             }
-            Err(rejection) => self.reject(&rejection),
+            Err(rejection) => self.reject_recorded(&rejection, decided.record),
         }
     }
 
-    fn reject(&self, rejection: &Rejection) -> Action {
+    /// Lets the decided request go on, its decision in the access log.
+    fn forward(&mut self, record: DecisionRecord) -> Action {
+        set_record(&record);
+        self.decision_id = Some(record.decision_id);
+        self.settled = true;
+        Action::Continue
+    }
+
+    /// Refuses the request before a decision record exists for it.
+    fn reject(&mut self, rejection: &Rejection) -> Action {
+        let record = match &self.gateway {
+            Some(gateway) => gateway.record(peer_uri_san().as_deref(), entropy()),
+            None => DecisionRecord::new(hex_id(entropy()), "", peer_uri_san().as_deref()),
+        };
+        let record = match &self.http_method {
+            Some(method) => record.with_method(method),
+            None => record,
+        };
+        self.reject_recorded(rejection, record.refused(rejection))
+    }
+
+    fn reject_recorded(&mut self, rejection: &Rejection, record: DecisionRecord) -> Action {
         self.metrics.count_rejection(rejection.kind);
-        reject(rejection)
+        set_record(&record);
+        self.settled = true;
+        reject(rejection, &record.decision_id)
     }
 
     fn decide_oversized(&mut self, size: usize) -> Action {
+        let prefix = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, ID_SCAN_BYTES).ok().flatten().unwrap_or_default();
         match &self.gateway {
             Some(gateway) => {
-                let rejection = gateway.reject_oversized(size);
+                let rejection = gateway.reject_oversized(size, &prefix);
                 self.reject(&rejection)
             }
-            None => reject_internal(),
+            None => self.reject(&not_configured()),
         }
+    }
+}
+
+/// Puts the decision record where Envoy's access log reads it.
+fn set_record(record: &DecisionRecord) {
+    if let Err(status) = hostcalls::set_property(vec![DECISION_PROPERTY], Some(&record.to_json())) {
+        log::warn!("portcullis: cannot record the decision for the access log: {status:?}");
     }
 }
 
@@ -296,10 +422,14 @@ fn entropy() -> [u8; 16] {
     buf
 }
 
-fn reject(rejection: &Rejection) -> Action {
+fn hex_id(bytes: [u8; 16]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn reject(rejection: &Rejection, decision_id: &str) -> Action {
     let body = rejection.body();
     let retry_after = rejection.retry_after.map(|s| s.to_string());
-    let mut headers = vec![("content-type", "application/json")];
+    let mut headers = vec![("content-type", "application/json"), (DECISION_HEADER, decision_id)];
     if let Some(seconds) = retry_after.as_deref() {
         headers.push(("retry-after", seconds));
     }
@@ -309,6 +439,6 @@ fn reject(rejection: &Rejection) -> Action {
     Action::Pause
 }
 
-fn reject_internal() -> Action {
-    reject(&Rejection::internal("gateway is not configured; refusing all requests"))
+fn not_configured() -> Rejection {
+    Rejection::internal("gateway is not configured; refusing all requests")
 }

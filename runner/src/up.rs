@@ -152,10 +152,12 @@ pub fn local_backend(exe: PathBuf) -> LocalNamespaces {
 
 fn start_envoy(bin: &Path, config: &Path, log: &Path) -> Result<Child> {
     let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    // Access-log lines (with the filter's decision records) reach the log within 250 ms
+    // instead of Envoy's default 10 s.
     Command::new(bin)
         .arg("-c")
         .arg(config)
-        .args(["--disable-hot-restart", "--concurrency", &ENVOY_WORKERS.to_string(), "-l", "warning", "--component-log-level", "wasm:info"])
+        .args(["--disable-hot-restart", "--concurrency", &ENVOY_WORKERS.to_string(), "-l", "warning", "--component-log-level", "wasm:info", "--file-flush-interval-msec", "250"])
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)

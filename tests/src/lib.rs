@@ -10,6 +10,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod h2raw;
 pub mod mcp;
 
 pub fn repo_root() -> PathBuf {
@@ -124,6 +125,12 @@ impl Stack {
     /// or no client certificate at all.
     pub fn http_client(&self, identity: Option<&str>) -> reqwest::Client {
         self.client_builder(identity).build().expect("client")
+    }
+
+    /// Like [`Stack::http_client`], speaking HTTP/1.1 only (the default client negotiates
+    /// HTTP/2 with the gateway).
+    pub fn http1_client(&self, identity: Option<&str>) -> reqwest::Client {
+        self.client_builder(identity).http1_only().build().expect("client")
     }
 
     fn client_builder(&self, identity: Option<&str>) -> reqwest::ClientBuilder {

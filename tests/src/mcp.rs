@@ -49,14 +49,20 @@ pub async fn post(http: &reqwest::Client, url: &str, session: Option<&str>, head
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let text = resp.text().await?;
-    let message = serde_json::from_str(&text).unwrap_or_else(|_| {
+    let message = message_of(&text);
+    Ok(Reply { status, headers, message, text })
+}
+
+/// The JSON-RPC message in a body: plain JSON, or the last `data:` event of an SSE stream;
+/// `Null` when there is none.
+pub fn message_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| {
         text.lines()
             .filter_map(|l| l.strip_prefix("data:"))
             .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
             .next_back()
             .unwrap_or(Value::Null)
-    });
-    Ok(Reply { status, headers, message, text })
+    })
 }
 
 /// initialize + notifications/initialized; returns the session id.

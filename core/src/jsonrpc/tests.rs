@@ -64,3 +64,15 @@ fn recovers_ids_for_error_replies() {
     assert_eq!(recover_id(&json!({"id":null})), None);
     assert_eq!(recover_id(&json!([1])), None);
 }
+
+#[test]
+fn meta_must_be_an_object_with_a_valid_progress_token() {
+    let with_meta = |meta: serde_json::Value| json!({"jsonrpc":"2.0","id":3,"method":"tools/list","params":{"_meta":meta}});
+    assert!(validate(&with_meta(json!({"progressToken": "p"}))).is_ok());
+    assert!(validate(&with_meta(json!({"progressToken": 7}))).is_ok());
+    assert_eq!(validate(&with_meta(json!("x"))), Err(bad_params("\"_meta\" must be an object")));
+    assert_eq!(validate(&with_meta(json!([]))), Err(bad_params("\"_meta\" must be an object")));
+    assert!(validate(&with_meta(json!({"progressToken": 1.5}))).is_err());
+    let call = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"t","_meta":5}});
+    assert_eq!(validate(&call), Err(bad_params("\"_meta\" must be an object")));
+}

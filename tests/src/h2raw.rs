@@ -1,0 +1,106 @@
+//! A raw HTTP/2 client (the `h2` crate over rustls with an agent certificate) for what no MCP
+//! client sends but an attacker can: a request that ends in trailers, or one reset midway.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+
+use crate::Stack;
+
+/// How a raw request ends.
+pub enum End {
+    /// The last DATA frame carries END_STREAM.
+    Body,
+    /// A trailers frame (with END_STREAM) follows the DATA frames.
+    Trailers,
+    /// RST_STREAM (CANCEL) after the DATA frames; no answer is awaited.
+    Reset,
+}
+
+/// What came back: status and body, or `None` for a reset request.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl RawReply {
+    pub fn json(&self) -> serde_json::Value {
+        crate::mcp::message_of(&self.body)
+    }
+}
+
+/// Sends one request on a fresh HTTP/2 connection to the gateway as `agent`. `body` goes out
+/// as DATA frames of at most `chunk` bytes, none of them with END_STREAM unless `end` is Body.
+pub async fn send(stack: &Stack, agent: &str, method: &str, headers: &[(&str, &str)], body: &[u8], end: End) -> anyhow::Result<Option<RawReply>> {
+    let tls = connect(stack, agent).await?;
+    let (client, connection) = h2::client::handshake(tls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await?;
+    let mut req = Request::builder().method(method).uri(stack.url());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let end_at_headers = body.is_empty() && matches!(end, End::Body);
+    let (response, mut stream) = client.send_request(req.body(())?, end_at_headers)?;
+    if !body.is_empty() {
+        stream.reserve_capacity(body.len());
+        stream.send_data(Bytes::copy_from_slice(body), matches!(end, End::Body))?;
+    }
+    match end {
+        End::Body => {}
+        End::Trailers => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-portcullis-trailer", "1".parse()?);
+            stream.send_trailers(trailers)?;
+        }
+        End::Reset => {
+            // Let the DATA frames leave before the reset.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            stream.send_reset(h2::Reason::CANCEL);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            return Ok(None);
+        }
+    }
+    let response = tokio::time::timeout(std::time::Duration::from_secs(20), response).await??;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut recv = response.into_body();
+    let mut body = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(std::time::Duration::from_secs(20), recv.data()).await? {
+        let chunk = chunk?;
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(RawReply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }))
+}
+
+/// A TLS connection to the gateway presenting `agent`'s certificate, with ALPN h2 only.
+async fn connect(stack: &Stack, agent: &str) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pem_certs(&std::fs::read(stack.certs().join("ca.pem"))?)? {
+        roots.add(cert)?;
+    }
+    let identity = stack.identity_pem(agent);
+    let chain = pem_certs(&identity)?;
+    let key = rustls::pki_types::pem::PemObject::from_pem_slice(&identity).map_err(|e| anyhow::anyhow!("agent key: {e:?}"))?;
+    let key: PrivateKeyDer<'static> = key;
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(stack.listen).await?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost")?.to_owned(), tcp).await?;
+    anyhow::ensure!(tls.get_ref().1.alpn_protocol() == Some(b"h2"), "the gateway did not negotiate HTTP/2");
+    Ok(tls)
+}
+
+fn pem_certs(pem: &[u8]) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("certificates: {e:?}"))
+}
