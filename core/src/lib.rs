@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod caller;
 pub mod catalog;
 pub mod config;
 pub mod decision_cache;
@@ -21,6 +22,7 @@ pub mod listing;
 pub mod plan;
 pub mod ratelimit;
 pub mod schema;
+pub mod session;
 pub mod ticket;
 pub mod userjwt;
 

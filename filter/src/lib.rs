@@ -11,6 +11,7 @@
 
 mod listing;
 mod ratelimit;
+mod session;
 
 use std::rc::Rc;
 
@@ -122,7 +123,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter { gateway: self.gateway.clone(), metrics: self.metrics, decision_id: None, listing: Listing::Off, authorization: None }))
+        Some(Box::new(Filter { gateway: self.gateway.clone(), metrics: self.metrics, decision_id: None, listing: Listing::Off, authorization: None, session: Default::default() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -138,6 +139,8 @@ struct Filter {
     listing: Listing,
     /// The user's bearer token, read and removed from the request before it is forwarded.
     authorization: Option<String>,
+    /// The agent's session id and, once admitted, the caller it is bound to.
+    session: session::Session,
 }
 
 impl Context for Filter {}
@@ -148,6 +151,9 @@ impl HttpContext for Filter {
         if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, TICKET_HEADER, None) {
             log::error!("portcullis: cannot strip inbound ticket header: {status:?}");
             return reject_internal();
+        }
+        if let Err(action) = self.session_request_headers() {
+            return action;
         }
         // The user's token is for the gateway only: the runner learns the user from the ticket.
         self.authorization = header("authorization");
@@ -164,7 +170,7 @@ impl HttpContext for Filter {
         match check_transport(method.as_deref().unwrap_or(""), content_type.as_deref(), peer.as_deref()) {
             Ok(Transport::IdentityOnly) => match self.gateway.as_deref().and_then(|g| ratelimit::check(g, peer.as_deref(), &[])) {
                 Some(rejection) => self.reject(&rejection),
-                None => Action::Continue,
+                None => self.admit_without_body(method.as_deref().unwrap_or("")),
             },
             Ok(Transport::Decide) if end_of_stream => self.decide(&[]),
             // Hold the headers until the whole body is buffered and decided.
@@ -198,6 +204,7 @@ impl HttpContext for Filter {
                 log::warn!("portcullis: cannot set {DECISION_HEADER}: {status:?}");
             }
         }
+        self.seal_response_session();
         self.listing.on_headers();
         Action::Continue
     }
@@ -215,7 +222,7 @@ impl Filter {
             return self.reject(&rejection);
         }
         let started = hostcalls::get_current_time().ok();
-        let ctx = RequestContext { peer_uri_san: peer.as_deref(), now_unix: now_unix(), entropy: entropy(), authorization: self.authorization.as_deref() };
+        let ctx = RequestContext { peer_uri_san: peer.as_deref(), now_unix: now_unix(), entropy: entropy(), authorization: self.authorization.as_deref(), session_id: self.session.outer.as_deref() };
         let (hits, misses) = gateway.decision_cache_counts();
         let verdict = gateway.decide(body, ctx);
         if let (Some(id), Some(start), Ok(end)) = (self.metrics.decision_us, started, hostcalls::get_current_time()) {
@@ -243,6 +250,9 @@ impl Filter {
                         log::error!("portcullis: cannot set ticket header: {status:?}");
                         return reject_internal();
                     }
+                }
+                if let Err(action) = self.forward_session(allowed.forward) {
+                    return action;
                 }
                 log::debug!("portcullis: allow {} decision {}", allowed.method, allowed.decision_id);
                 self.decision_id = Some(allowed.decision_id);
