@@ -87,24 +87,25 @@ pub fn caller(s: &Stack, workload: &str, session: Option<&str>, method: &str) ->
     Signer::from_pem(&key, "portcullis-gateway".into(), 30).unwrap().sign_caller(&claims).unwrap()
 }
 
-/// initialize + notifications/initialized straight to the runner, as `workload`.
-pub async fn open_direct_session(s: &Stack, http: &reqwest::Client, workload: &str) -> String {
+/// initialize + notifications/initialized straight to the runner, as `workload`; `None` from
+/// a runner without sessions (`--json-response`).
+pub async fn open_direct_session(s: &Stack, http: &reqwest::Client, workload: &str) -> Option<String> {
     let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
         "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"portcullis-e2e","version":"1"}}});
     let assertion = caller(s, workload, None, "initialize");
     let r = post(http, &s.runner_url(), None, &[("x-portcullis-caller", &assertion)], &init.to_string()).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
-    let session = r.headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = r.headers.get("mcp-session-id")?.to_str().unwrap().to_owned();
     let assertion = caller(s, workload, Some(&session), "notifications/initialized");
     let r = post(http, &s.runner_url(), Some(&session), &[("x-portcullis-caller", &assertion)], r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await.unwrap();
     assert_eq!(r.status, 202, "{}", r.text);
-    session
+    Some(session)
 }
 
 /// A tools/call straight to the runner on a fresh operator session; `ticket` gets the session.
 pub async fn direct_call(s: &Stack, ticket: impl FnOnce(&str) -> Option<String>, tool: &str, args: &Value) -> Reply {
     let http = s.http_client(Some("gateway"));
-    let session = open_direct_session(s, &http, OPERATOR).await;
+    let session = open_direct_session(s, &http, OPERATOR).await.expect("a session");
     let ticket = ticket(&session);
     let headers: Vec<(&str, &str)> = ticket.iter().map(|t| ("x-portcullis-ticket", t.as_str())).collect();
     post(&http, &s.runner_url(), Some(&session), &headers, &tools_call(1, tool, args.clone())).await.unwrap()

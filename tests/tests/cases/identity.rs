@@ -108,7 +108,7 @@ async fn authorization_header_never_reaches_the_runner() {
     let token = s.user_token("alice", &["sre"], DEV_AUDIENCE, 600);
     let bearer = format!("Bearer {token}");
     let http = s.http_client(Some("gateway"));
-    let session = crate::cases::direct::open_direct_session(s, &http, crate::cases::direct::OPERATOR).await;
+    let session = crate::cases::direct::open_direct_session(s, &http, crate::cases::direct::OPERATOR).await.expect("a session");
     let ticket = ticket.token(&session);
     let headers = [("x-portcullis-ticket", ticket.as_str()), ("authorization", bearer.as_str())];
     let r = post(&http, &s.runner_url(), Some(&session), &headers, &tools_call(1, "word_count", args.clone())).await.unwrap();

@@ -126,7 +126,7 @@ async fn the_runner_binds_sessions_to_the_caller_on_its_own() {
     let s = stack();
     // The gateway's TLS identity, but credentials signed per request as the gateway would.
     let http = s.http_client(Some("gateway"));
-    let session = open_direct_session(s, &http, READER).await;
+    let session = open_direct_session(s, &http, READER).await.expect("a session");
 
     let foreign = caller(s, INTRUDER, Some(&session), "tools/list");
     let r = post(&http, &s.runner_url(), Some(&session), &[("x-portcullis-caller", &foreign)], LIST).await.unwrap();
