@@ -3,6 +3,8 @@
 //! It answers initialize and tools/list from the catalog. A tools/call runs only after its
 //! gateway ticket is verified (signature, expiry, replay, plan hash, tool); then the tool runs
 //! in a fresh sandbox from the configured backend, which is destroyed before the reply.
+//! Before rmcp sees a request, the session guard ([`crate::session_guard`]) checks its gateway
+//! credential and that the session it names belongs to its caller.
 
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
