@@ -114,6 +114,8 @@ impl Minter {
             aud: AUDIENCE.to_owned(),
             sub: self.sub.clone(),
             user: None,
+            user_iss: None,
+            session: None,
             tool: self.tool.clone(),
             plan_hash: self.plan_hash.clone(),
             decision_id: id.clone(),

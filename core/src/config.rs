@@ -6,6 +6,7 @@ use crate::authz::{AuthzError, Authorizer, PolicyBundle};
 use crate::catalog::{Catalog, CatalogError};
 use crate::gateway::Gateway;
 use crate::json::Limits;
+use crate::session::{SessionSealer, SESSION_KEY_LABEL};
 use crate::ratelimit::{RateLimitError, RateLimits, RawRateLimits};
 use crate::ticket::{Signer, TicketError};
 use crate::userjwt::{UserVerifier, UsersConfig, UsersConfigError};
@@ -106,6 +107,7 @@ impl Gateway {
         let limits = Limits { max_body_bytes: raw.limits.max_body_bytes, max_depth: raw.limits.max_depth };
         let rate_limits = raw.rate_limits.as_ref().map(RateLimits::from_raw).transpose()?;
         let users = UserVerifier::new(&raw.users)?;
-        Ok(Gateway::new(limits, catalog, authorizer, signer, users).with_rate_limits(rate_limits))
+        let sessions = SessionSealer::new(signer.derive_key(SESSION_KEY_LABEL)?);
+        Ok(Gateway::new(limits, catalog, authorizer, signer, users, sessions).with_rate_limits(rate_limits))
     }
 }

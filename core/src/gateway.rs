@@ -11,8 +11,12 @@ use crate::jsonrpc::{self, Id, Method, RpcError};
 use crate::plan::plan_hash;
 use crate::ratelimit::RateLimits;
 use crate::record::DecisionRecord;
+use crate::session::{session_hash, Owner, SessionSealer};
 use crate::ticket::{Claims, Signer, AUDIENCE};
 use crate::userjwt::UserVerifier;
+
+mod sessions;
+pub use sessions::Forward;
 
 /// A configured gateway: everything compiled once at plugin configuration.
 pub struct Gateway {
@@ -22,6 +26,7 @@ pub struct Gateway {
     signer: Signer,
     rate_limits: Option<RateLimits>,
     users: UserVerifier,
+    sessions: SessionSealer,
 }
 
 /// Per-request facts the host supplies.
@@ -35,6 +40,8 @@ pub struct RequestContext<'a> {
     pub entropy: [u8; 16],
     /// The request's `Authorization` header (a user's bearer token), if any.
     pub authorization: Option<&'a str>,
+    /// The request's `Mcp-Session-Id` header, as the agent sent it.
+    pub session_id: Option<&'a str>,
 }
 
 /// An allowed request: forward it, with the ticket header when one is issued.
@@ -47,6 +54,8 @@ pub struct Allowed {
     pub plan_hash: Option<String>,
     pub decision_id: String,
     pub decision: Decision,
+    /// The caller, the upstream session to name, and the caller assertion (non-tools/call).
+    pub forward: Forward,
 }
 
 pub type Verdict = Result<Allowed, Rejection>;
@@ -60,8 +69,8 @@ pub struct Decided {
 
 impl Gateway {
 
-    pub fn new(limits: Limits, catalog: Catalog, authorizer: Authorizer, signer: Signer, users: UserVerifier) -> Self {
-        Self { limits, catalog, authorizer, signer, users, rate_limits: None }
+    pub fn new(limits: Limits, catalog: Catalog, authorizer: Authorizer, signer: Signer, users: UserVerifier, sessions: SessionSealer) -> Self {
+        Self { limits, catalog, authorizer, signer, users, sessions, rate_limits: None }
     }
 
     pub fn with_rate_limits(mut self, rate_limits: Option<RateLimits>) -> Self {
@@ -157,6 +166,12 @@ impl Gateway {
             Rejection::new(RejectKind::Denied, 403, DENIED, "no verified SPIFFE workload identity on this connection", id.clone())
         })?;
 
+        // A missing or invalid token is never a user; policy sees why instead.
+        let verified = self.users.verify(ctx.authorization, ctx.now_unix);
+        let owner = Owner::new(&workload.spiffe_id, verified.as_ref().ok());
+        // Someone else's session is refused before anything is decided about the call.
+        let session = self.open_session(&owner, ctx.session_id, &id)?;
+
         let (tool, arguments, hash) = match &message.method {
             Method::ToolsCall { name, arguments } => {
                 record.tool = Some(name.clone());
@@ -170,8 +185,6 @@ impl Gateway {
             _ => (None, None, None),
         };
 
-        // A missing or invalid token is never a user; policy sees why instead.
-        let verified = self.users.verify(ctx.authorization, ctx.now_unix);
         let user_error = verified.as_ref().err().map(ToString::to_string);
         record.user = verified.as_ref().ok().map(|u| u.sub.clone());
         let input = PolicyInput {
@@ -209,6 +222,8 @@ impl Gateway {
                     aud: AUDIENCE.to_owned(),
                     sub: workload.spiffe_id.clone(),
                     user: verified.as_ref().ok().map(|u| u.sub.clone()),
+                    user_iss: verified.as_ref().ok().map(|u| u.iss.clone()),
+                    session: session.as_deref().map(session_hash),
                     tool: tool.to_owned(),
                     plan_hash: hash.clone(),
                     decision_id: decision_id.clone(),
@@ -225,7 +240,12 @@ impl Gateway {
             }
             _ => None,
         };
-        Ok(Allowed { id, method, ticket, plan_hash: hash, decision_id, decision })
+        let caller = match ticket {
+            Some(_) => None,
+            None => Some(self.caller_assertion(&owner, session.as_deref(), "POST", Some(&method), ctx.now_unix, &id)?),
+        };
+        let forward = Forward { owner, session, caller };
+        Ok(Allowed { id, method, ticket, plan_hash: hash, decision_id, decision, forward })
     }
 
     /// Validates a tools/call's arguments against its catalog tool's input schema (an absent

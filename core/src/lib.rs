@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod caller;
 pub mod catalog;
 pub mod config;
 pub mod decision_cache;
@@ -22,6 +23,7 @@ pub mod plan;
 pub mod ratelimit;
 pub mod record;
 pub mod schema;
+pub mod session;
 pub mod ticket;
 pub mod userjwt;
 

@@ -17,6 +17,12 @@ pub struct Claims {
     /// The user the agent acts for, when a verified user token named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Issuer of the user token (set exactly when `user` is): a user is (issuer, subject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_iss: Option<String>,
+    /// Hex SHA-256 of the MCP session id the call was made on; absent without a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     pub tool: String,
     pub plan_hash: String,
     pub decision_id: String,
@@ -73,6 +79,12 @@ impl Signer {
     }
 
     pub fn sign(&self, claims: &Claims) -> Result<String, TicketError> {
+        self.sign_json(claims)
+    }
+
+    /// Signs any claims document with the gateway key: callers keep each kind of token apart
+    /// by its audience and its own strict claims type.
+    pub(crate) fn sign_json<T: Serialize>(&self, claims: &T) -> Result<String, TicketError> {
         use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         use base64::Engine;
         use ed25519_dalek::Signer as _;
@@ -88,6 +100,38 @@ impl Signer {
     }
 }
 
+impl Signer {
+    /// A 256-bit key for another purpose, derived from the signing key as
+    /// HMAC-SHA256(seed, label): every holder of the signing key derives the same one, and no
+    /// two labels give related keys.
+    pub fn derive_key(&self, label: &[u8]) -> Result<[u8; 32], TicketError> {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(self.key.as_bytes()).map_err(|e| TicketError::KeyFormat(e.to_string()))?;
+        mac.update(label);
+        Ok(mac.finalize().into_bytes().into())
+    }
+}
+
+/// The EdDSA validation every gateway token gets: issuer, audience, expiry, subject.
+pub(crate) fn validation(issuer: &str, audience: &str, leeway_seconds: u64) -> Validation {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = leeway_seconds;
+    validation.reject_tokens_expiring_in_less_than = 0;
+    validation
+}
+
+/// Decodes and verifies a gateway token into its strict claims type.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(token: &str, key: &DecodingKey, validation: &Validation) -> Result<T, TicketError> {
+    match jsonwebtoken::decode::<T>(token, key, validation) {
+        Ok(data) => Ok(data.claims),
+        Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => Err(TicketError::Expired),
+        Err(e) => Err(TicketError::Invalid(e)),
+    }
+}
+
 /// Verifies tickets against the gateway's public key.
 pub struct Verifier {
     key: DecodingKey,
@@ -98,23 +142,13 @@ impl Verifier {
     /// `pem` is the SPKI Ed25519 public key; `leeway_seconds` tolerates clock skew.
     pub fn from_pem(pem: &[u8], issuer: &str, leeway_seconds: u64) -> Result<Self, TicketError> {
         let key = DecodingKey::from_ed_pem(pem).map_err(TicketError::Key)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = leeway_seconds;
-        validation.reject_tokens_expiring_in_less_than = 0;
-        Ok(Self { key, validation })
+        Ok(Self { key, validation: validation(issuer, AUDIENCE, leeway_seconds) })
     }
 
     /// Checks signature, issuer, audience and expiry. Replay and call binding are separate
     /// steps ([`check_binding`]) because replay state lives with the runner.
     pub fn verify(&self, token: &str) -> Result<Claims, TicketError> {
-        match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
-            Ok(data) => Ok(data.claims),
-            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => Err(TicketError::Expired),
-            Err(e) => Err(TicketError::Invalid(e)),
-        }
+        decode(token, &self.key, &self.validation)
     }
 }
 
@@ -143,6 +177,8 @@ mod tests {
             aud: AUDIENCE.into(),
             sub: "spiffe://td/ns/a/sa/b".into(),
             user: Some("alice".into()),
+            user_iss: Some("https://idp".into()),
+            session: Some("00".repeat(32)),
             tool: "t".into(),
             plan_hash: "sha256:00".into(),
             decision_id: "d".into(),

@@ -11,6 +11,7 @@
 
 mod listing;
 mod ratelimit;
+mod session;
 mod upstream_error;
 
 use std::rc::Rc;
@@ -142,6 +143,7 @@ impl RootContext for Root {
             transport: None,
             request_id: None,
             settled: false,
+            session: session::Session::default(),
         }))
     }
 
@@ -169,6 +171,8 @@ struct Filter {
     /// of it has left the filter: however the request ends (body, trailers, reset), it ends
     /// in exactly one decision or refusal.
     settled: bool,
+    /// The agent's session id and, once admitted, the caller it is bound to.
+    session: session::Session,
 }
 
 impl Context for Filter {}
@@ -179,6 +183,9 @@ impl HttpContext for Filter {
         if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, TICKET_HEADER, None) {
             log::error!("portcullis: cannot strip inbound ticket header: {status:?}");
             return self.reject(&Rejection::internal("cannot strip the inbound ticket header"));
+        }
+        if let Err(action) = self.session_request_headers() {
+            return action;
         }
         // The user's token is for the gateway only: the runner learns the user from the ticket.
         self.authorization = header("authorization");
@@ -250,6 +257,7 @@ impl HttpContext for Filter {
                 log::warn!("portcullis: cannot set {DECISION_HEADER}: {status:?}");
             }
         }
+        self.seal_response_session();
         self.upstream_error = UpstreamError::detect(end_of_stream, self.request_id.clone());
         if self.upstream_error.is_none() {
             self.listing.on_headers();
@@ -299,8 +307,15 @@ impl Filter {
         if let Some(rejection) = ratelimit::check(&gateway, peer.as_deref(), &[]) {
             return self.reject(&rejection);
         }
-        let record = gateway.record(peer.as_deref(), entropy()).with_method(self.http_method.as_deref().unwrap_or("")).allowed(false);
-        self.forward(record)
+        let http_method = self.http_method.clone().unwrap_or_default();
+        match self.admit_without_body(&gateway, &http_method, peer.as_deref()) {
+            Ok(user) => {
+                let mut record = gateway.record(peer.as_deref(), entropy()).with_method(&http_method).allowed(false);
+                record.user = user;
+                self.forward(record)
+            }
+            Err(action) => action,
+        }
     }
 
     fn decide(&mut self, body: &[u8]) -> Action {
@@ -310,7 +325,7 @@ impl Filter {
             return self.reject(&rejection);
         }
         let started = hostcalls::get_current_time().ok();
-        let ctx = RequestContext { peer_uri_san: peer.as_deref(), now_unix: now_unix(), entropy: entropy(), authorization: self.authorization.as_deref() };
+        let ctx = RequestContext { peer_uri_san: peer.as_deref(), now_unix: now_unix(), entropy: entropy(), authorization: self.authorization.as_deref(), session_id: self.session.outer.as_deref() };
         let (hits, misses) = gateway.decision_cache_counts();
         let decided = gateway.decide_recorded(body, ctx);
         if let (Some(id), Some(start), Ok(end)) = (self.metrics.decision_us, started, hostcalls::get_current_time()) {
@@ -338,6 +353,9 @@ impl Filter {
                         log::error!("portcullis: cannot set ticket header: {status:?}");
                         return self.reject(&Rejection::internal("cannot set the ticket header"));
                     }
+                }
+                if let Err(action) = self.forward_session(allowed.forward) {
+                    return action;
                 }
                 log::debug!("portcullis: allow {} decision {}", allowed.method, allowed.decision_id);
                 self.request_id = allowed.id;

@@ -8,6 +8,7 @@ pub mod sandbox;
 pub mod bundle;
 pub mod replay;
 pub mod serve;
+pub mod session_guard;
 pub mod tls;
 pub mod tools;
 pub mod up;

@@ -161,8 +161,10 @@ fn main() -> ExitCode {
         // Runs inside the new namespaces: no logging set-up, no runtime.
         return sandbox::local::init_main(args);
     }
+    // rmcp logs every session id it creates at INFO: session ids are bearer secrets, so rmcp
+    // speaks only at WARN and above unless RUST_LOG says otherwise.
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rmcp=warn".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -3,10 +3,13 @@
 //! It answers initialize and tools/list from the catalog. A tools/call runs only after its
 //! gateway ticket is verified (signature, expiry, replay, plan hash, tool); then the tool runs
 //! in a fresh sandbox from the configured backend, which is destroyed before the reply.
+//! Before rmcp sees a request, the session guard ([`crate::session_guard`]) checks its gateway
+//! credential and that the session it names belongs to its caller.
 
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use portcullis_core::caller::CallerVerifier;
 use portcullis_core::catalog::Catalog;
 use portcullis_core::plan::plan_hash;
 use portcullis_core::ticket::{check_binding, Claims, TicketError, Verifier};
@@ -21,6 +24,7 @@ use serde_json::json;
 
 use crate::replay::ReplayGuard;
 use crate::sandbox::Backend;
+use crate::session_guard::SessionGuard;
 use crate::tools::{job_for, render_output};
 
 /// JSON-RPC error code for a call refused by the runner's ticket check.
@@ -182,6 +186,8 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
 
     // One second of leeway for clock skew between gateway and runner.
     let verifier = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
+    let guard_tickets = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
+    let callers = CallerVerifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let runner = Arc::new(Runner { catalog: opts.catalog, verifier, replay: ReplayGuard::new(1), backend: opts.backend });
     let mut config = StreamableHttpServerConfig::default();
     if opts.json_response {
@@ -191,12 +197,13 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
     }
     // The gateway forwards the agent's Host header; the runner is reachable only through it.
     config.allowed_hosts = Vec::new();
-    let service = StreamableHttpService::new(
-        move || Ok(Handler(runner.clone())),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
-    let app = axum::Router::new().nest_service("/mcp", service);
+    let sessions = Arc::new(LocalSessionManager::default());
+    let guard = Arc::new(SessionGuard::new(guard_tickets, callers, sessions.clone()));
+    let service = StreamableHttpService::new(move || Ok(Handler(runner.clone())), sessions, config);
+    // Every request passes the session guard first: one gateway credential, own sessions only.
+    let app = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(guard, crate::session_guard::check));
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {

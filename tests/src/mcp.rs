@@ -85,3 +85,23 @@ pub async fn open_session(http: &reqwest::Client, url: &str) -> anyhow::Result<S
 pub fn tools_call(id: i64, tool: &str, arguments: Value) -> String {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":arguments}}).to_string()
 }
+
+/// A body-less Streamable HTTP request (`GET` opens the server's event stream, `DELETE` ends
+/// the session). The body of a 200 to a GET is an endless stream, so only a refusal's body is
+/// read.
+pub async fn bodyless(http: &reqwest::Client, method: reqwest::Method, url: &str, session: &str, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
+    let mut req = http
+        .request(method, url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-06-18");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = if status == 200 { String::new() } else { resp.text().await? };
+    let message = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok(Reply { status, headers, message, text })
+}

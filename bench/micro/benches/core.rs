@@ -245,7 +245,7 @@ fn bench_all(c: &mut Criterion) {
 
     let mut g = c.benchmark_group(micro::GATEWAY_DECIDE);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    let ctx = RequestContext { peer_uri_san: Some(READER), now_unix: now, entropy: [7; 16], authorization: None };
+    let ctx = RequestContext { peer_uri_san: Some(READER), now_unix: now, entropy: [7; 16], authorization: None, session_id: None };
     // Every iteration decides a call it has not seen (its arguments differ), so the decision
     // cache never answers: the whole cost of a new call.
     for k in &allow {
@@ -273,6 +273,8 @@ fn bench_all(c: &mut Criterion) {
         aud: AUDIENCE.into(),
         sub: READER.into(),
         user: None,
+        user_iss: None,
+        session: None,
         tool: "word_count".into(),
         plan_hash: allow[0].hash.clone(),
         decision_id: "0123456789abcdef0123456789abcdef".into(),

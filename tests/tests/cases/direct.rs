@@ -1,21 +1,36 @@
 //! Calls sent straight to the runner, bypassing Envoy. The runner must refuse every one that
 //! lacks a valid, unexpired, unused ticket bound to exactly this call, and run nothing.
+//! Sessions are opened as the gateway opens them, with a caller assertion per request.
 //! (These tests present the gateway's own client certificate: the worst case, where an
 //! attacker has the network path and the gateway's TLS identity but not its signing key.)
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use portcullis_core::caller::{CallerClaims, CALLER_AUDIENCE};
 use portcullis_core::plan::plan_hash;
+use portcullis_core::session::session_hash;
 use portcullis_core::ticket::{Claims, Signer, AUDIENCE};
-use portcullis_e2e::mcp::{open_session, post, tools_call, Reply};
+use portcullis_e2e::mcp::{post, tools_call, Reply};
 use portcullis_e2e::Stack;
 use serde_json::{json, Value};
 
 use crate::stack;
 
+pub const OPERATOR: &str = "spiffe://portcullis.local/ns/agents/sa/operator";
+
+/// A ticket's claims, signed per session: a ticket names the session its call is made on.
 pub struct Minted {
-    pub token: String,
+    key: Vec<u8>,
+    claims: Claims,
     pub jti: String,
+}
+
+impl Minted {
+    /// The ticket for this call on `session` (the runner's id of it).
+    pub fn token(&self, session: &str) -> String {
+        let claims = Claims { session: Some(session_hash(session)), ..self.claims.clone() };
+        Signer::from_pem(&self.key, "portcullis-gateway".into(), 30).unwrap().sign(&claims).unwrap()
+    }
 }
 
 fn now() -> u64 {
@@ -29,8 +44,10 @@ fn claims(tool: &str, args: &Value, exp_offset: i64) -> Claims {
     Claims {
         iss: "portcullis-gateway".into(),
         aud: AUDIENCE.into(),
-        sub: "spiffe://portcullis.local/ns/agents/sa/operator".into(),
+        sub: OPERATOR.into(),
         user: None,
+        user_iss: None,
+        session: None,
         tool: tool.into(),
         plan_hash: plan_hash(tool, args.as_object()).unwrap(),
         decision_id: jti.clone(),
@@ -43,8 +60,7 @@ fn claims(tool: &str, args: &Value, exp_offset: i64) -> Claims {
 }
 
 fn sign_with(key_pem: &[u8], c: Claims) -> Minted {
-    let signer = Signer::from_pem(key_pem, "portcullis-gateway".into(), 30).unwrap();
-    Minted { token: signer.sign(&c).unwrap(), jti: c.jti }
+    Minted { key: key_pem.to_vec(), jti: c.jti.clone(), claims: c }
 }
 
 /// A ticket signed with the gateway's real key (as the filter would issue it).
@@ -53,10 +69,45 @@ pub fn mint(s: &Stack, tool: &str, args: &Value, exp_offset: i64) -> Minted {
     sign_with(&key, claims(tool, args, exp_offset))
 }
 
-pub async fn direct_call(s: &Stack, ticket: Option<&str>, tool: &str, args: &Value) -> Reply {
+/// A caller assertion as the gateway would sign it for a POST of `method`.
+pub fn caller(s: &Stack, workload: &str, session: Option<&str>, method: &str) -> String {
+    let key = std::fs::read(s.certs().join("ticket-signing-key.pem")).unwrap();
+    let claims = CallerClaims {
+        iss: "portcullis-gateway".into(),
+        aud: CALLER_AUDIENCE.into(),
+        sub: workload.into(),
+        user: None,
+        user_iss: None,
+        session: session.map(session_hash),
+        http: "POST".into(),
+        method: Some(method.into()),
+        iat: now(),
+        exp: now() + 30,
+    };
+    Signer::from_pem(&key, "portcullis-gateway".into(), 30).unwrap().sign_caller(&claims).unwrap()
+}
+
+/// initialize + notifications/initialized straight to the runner, as `workload`; `None` from
+/// a runner without sessions (`--json-response`).
+pub async fn open_direct_session(s: &Stack, http: &reqwest::Client, workload: &str) -> Option<String> {
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"portcullis-e2e","version":"1"}}});
+    let assertion = caller(s, workload, None, "initialize");
+    let r = post(http, &s.runner_url(), None, &[("x-portcullis-caller", &assertion)], &init.to_string()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let session = r.headers.get("mcp-session-id")?.to_str().unwrap().to_owned();
+    let assertion = caller(s, workload, Some(&session), "notifications/initialized");
+    let r = post(http, &s.runner_url(), Some(&session), &[("x-portcullis-caller", &assertion)], r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await.unwrap();
+    assert_eq!(r.status, 202, "{}", r.text);
+    Some(session)
+}
+
+/// A tools/call straight to the runner on a fresh operator session; `ticket` gets the session.
+pub async fn direct_call(s: &Stack, ticket: impl FnOnce(&str) -> Option<String>, tool: &str, args: &Value) -> Reply {
     let http = s.http_client(Some("gateway"));
-    let session = open_session(&http, &s.runner_url()).await.unwrap();
-    let headers: Vec<(&str, &str)> = ticket.map(|t| ("x-portcullis-ticket", t)).into_iter().collect();
+    let session = open_direct_session(s, &http, OPERATOR).await.expect("a session");
+    let ticket = ticket(&session);
+    let headers: Vec<(&str, &str)> = ticket.iter().map(|t| ("x-portcullis-ticket", t.as_str())).collect();
     post(&http, &s.runner_url(), Some(&session), &headers, &tools_call(1, tool, args.clone())).await.unwrap()
 }
 
@@ -73,7 +124,7 @@ async fn direct_calls_without_a_valid_ticket_are_refused_and_nothing_runs() {
     let s = stack();
     let args = json!({"text": "direct"});
 
-    let r = direct_call(s, None, "word_count", &args).await;
+    let r = direct_call(s, |_| None, "word_count", &args).await;
     assert_refused(s, &r, None, "no gateway ticket");
 
     // Forged: right claims, signed by a key that is not the gateway's.
@@ -85,33 +136,33 @@ async fn direct_calls_without_a_valid_ticket_are_refused_and_nothing_runs() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let forged = sign_with(&std::fs::read(other.path().join("ticket-signing-key.pem")).unwrap(), claims("word_count", &args, 0));
-    let r = direct_call(s, Some(&forged.token), "word_count", &args).await;
+    let r = direct_call(s, |session| Some(forged.token(session)), "word_count", &args).await;
     assert_refused(s, &r, Some(&forged.jti), "InvalidSignature");
 
     // Garbage.
-    let r = direct_call(s, Some("not-a-jwt"), "word_count", &args).await;
+    let r = direct_call(s, |_| Some("not-a-jwt".into()), "word_count", &args).await;
     assert_refused(s, &r, None, "ticket rejected");
 
     // Expired (well past the runner's one second of leeway).
     let expired = mint(s, "word_count", &args, -60);
-    let r = direct_call(s, Some(&expired.token), "word_count", &args).await;
+    let r = direct_call(s, |session| Some(expired.token(session)), "word_count", &args).await;
     assert_refused(s, &r, Some(&expired.jti), "ticket expired");
 
     // Valid ticket, arguments changed after signing.
     let bound = mint(s, "word_count", &args, 0);
-    let r = direct_call(s, Some(&bound.token), "word_count", &json!({"text": "direct, but changed"})).await;
+    let r = direct_call(s, |session| Some(bound.token(session)), "word_count", &json!({"text": "direct, but changed"})).await;
     assert_refused(s, &r, Some(&bound.jti), "does not match the call's plan hash");
 
     // Valid ticket for another tool.
     let other_tool = mint(s, "inspect_sandbox", &args, 0);
-    let r = direct_call(s, Some(&other_tool.token), "word_count", &args).await;
+    let r = direct_call(s, |session| Some(other_tool.token(session)), "word_count", &args).await;
     assert_refused(s, &r, Some(&other_tool.jti), "ticket is for tool \"inspect_sandbox\"");
 
     // Valid ticket: runs once, then the replay is refused.
     let good = mint(s, "word_count", &args, 0);
-    let r = direct_call(s, Some(&good.token), "word_count", &args).await;
+    let r = direct_call(s, |session| Some(good.token(session)), "word_count", &args).await;
     assert_eq!(r.message["result"]["content"][0]["text"].as_str().unwrap().trim(), "1", "{}", r.text);
-    let r = direct_call(s, Some(&good.token), "word_count", &args).await;
+    let r = direct_call(s, |session| Some(good.token(session)), "word_count", &args).await;
     assert_refused(s, &r, None, "already used");
 }
 

@@ -108,14 +108,14 @@ async fn client_supplied_ticket_header_is_stripped_not_trusted() {
     let stolen = crate::cases::direct::mint(s, "word_count", &args, 0);
     let http = s.http_client(Some("reader"));
     let session = open_session(&http, &s.url()).await.unwrap();
-    let r = post(&http, &s.url(), Some(&session), &[("x-portcullis-ticket", &stolen.token)], &tools_call(7, "word_count", args.clone()))
+    let r = post(&http, &s.url(), Some(&session), &[("x-portcullis-ticket", &stolen.token("any-session"))], &tools_call(7, "word_count", args.clone()))
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.message["result"]["content"][0]["text"].as_str().unwrap().trim(), "2");
     // The runner never saw the client's ticket: its jti is still unused, so the runner
     // accepts it now, once.
-    let r = crate::cases::direct::direct_call(s, Some(&stolen.token), "word_count", &args).await;
+    let r = crate::cases::direct::direct_call(s, |session| Some(stolen.token(session)), "word_count", &args).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.message["result"]["isError"], false, "{}", r.text);
     assert!(s.runner_log().contains(&format!("decision={}", stolen.jti)));

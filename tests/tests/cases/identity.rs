@@ -108,8 +108,9 @@ async fn authorization_header_never_reaches_the_runner() {
     let token = s.user_token("alice", &["sre"], DEV_AUDIENCE, 600);
     let bearer = format!("Bearer {token}");
     let http = s.http_client(Some("gateway"));
-    let session = open_session(&http, &s.runner_url()).await.unwrap();
-    let headers = [("x-portcullis-ticket", ticket.token.as_str()), ("authorization", bearer.as_str())];
+    let session = crate::cases::direct::open_direct_session(s, &http, crate::cases::direct::OPERATOR).await.expect("a session");
+    let ticket = ticket.token(&session);
+    let headers = [("x-portcullis-ticket", ticket.as_str()), ("authorization", bearer.as_str())];
     let r = post(&http, &s.runner_url(), Some(&session), &headers, &tools_call(1, "word_count", args.clone())).await.unwrap();
     assert_eq!(r.error_code(), Some(-32002), "{}", r.text);
     assert!(r.error_message().contains("Authorization header"), "{}", r.text);

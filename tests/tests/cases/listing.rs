@@ -32,12 +32,15 @@ fn valid_arguments(tool: &str) -> Value {
     }
 }
 
-/// Every tool in the catalog, as the runner (reached directly with the gateway's certificate)
-/// lists it untrimmed.
+/// Every tool in the catalog, as the runner (reached directly with the gateway's certificate
+/// and credentials as the gateway signs them) lists it untrimmed.
 async fn catalog_tools(s: &Stack) -> Vec<String> {
+    use crate::cases::direct::{caller, open_direct_session, OPERATOR};
     let http = s.http_client(Some("gateway"));
-    let session = open_session(&http, &s.runner_url()).await.ok();
-    let r = post(&http, &s.runner_url(), session.as_deref(), &[], r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).await.unwrap();
+    let session = open_direct_session(s, &http, OPERATOR).await;
+    let assertion = caller(s, OPERATOR, session.as_deref(), "tools/list");
+    let headers = [("x-portcullis-caller", assertion.as_str())];
+    let r = post(&http, &s.runner_url(), session.as_deref(), &headers, r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).await.unwrap();
     names(&r)
 }
 
@@ -53,10 +56,13 @@ async fn listing_matches_calls(s: &Stack, who: (&str, Option<(&str, &str)>), exp
     assert!(all.len() >= 4, "catalog too small to mean anything: {all:?}");
     let (agent, user) = who;
     let bearer = user.map(|(sub, groups)| format!("Bearer {}", s.user(sub, groups)));
-    let headers: Vec<(&str, &str)> = bearer.as_deref().map(|b| ("authorization", b)).into_iter().collect();
-    let headers = headers.as_slice();
     let who = format!("{agent} for {user:?}");
-    let http = s.http_client(Some(agent));
+    // The user's token on every request, initialize included: a session belongs to its user.
+    let http = match &bearer {
+        Some(bearer) => s.http_client_with_authorization(agent, bearer),
+        None => s.http_client(Some(agent)),
+    };
+    let headers: &[(&str, &str)] = &[];
     let session = open_session(&http, &s.url()).await.ok();
     let list = post(&http, &s.url(), session.as_deref(), headers, r#"{"jsonrpc":"2.0","id":"list","method":"tools/list"}"#).await.unwrap();
     let content_type = list.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();

@@ -8,4 +8,5 @@ mod policy;
 mod python_sdk;
 mod ratelimit;
 mod reload;
+mod sessions;
 mod transport;

@@ -8,13 +8,15 @@ use serde_json::{json, Value};
 
 use crate::stack;
 
-/// One tools/call through Envoy as `agent`, acting for the user of `token` when given.
+/// One tools/call through Envoy as `agent`, acting for the user of `token` when given (on a
+/// session opened for that user: a session belongs to its workload and user).
 async fn call_as(s: &Stack, agent: &str, token: Option<&str>, tool: &str, args: Value) -> Reply {
-    let http = s.http_client(Some(agent));
+    let http = match token {
+        Some(t) => s.http_client_with_authorization(agent, &format!("Bearer {t}")),
+        None => s.http_client(Some(agent)),
+    };
     let session = open_session(&http, &s.url()).await.unwrap();
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = bearer.as_deref().map(|b| ("authorization", b)).into_iter().collect();
-    post(&http, &s.url(), Some(&session), &headers, &tools_call(1, tool, args)).await.unwrap()
+    post(&http, &s.url(), Some(&session), &[], &tools_call(1, tool, args)).await.unwrap()
 }
 
 fn user_token(s: &Stack, sub: &str, group: &str) -> String {
