@@ -25,7 +25,7 @@ pub fn job_for(tool: &Tool, arguments: Option<&Map<String, Value>>, job_id: &str
     // In name order whatever the map's own order, so which of two names that upper-case alike
     // (`a`, `A`) sets `ARG_A` depends on the call's content only, never on how it was written.
     let mut args: Vec<(&String, &Value)> = arguments.into_iter().flatten().collect();
-    args.sort_by(|(a, _), (b, _)| a.cmp(b));
+    args.sort_by_key(|(name, _)| *name);
     for (key, value) in args {
         let scalar = match value {
             Value::String(s) => s.clone(),
