@@ -8,3 +8,4 @@ mod policy;
 mod python_sdk;
 mod ratelimit;
 mod reload;
+mod secrets;
