@@ -58,7 +58,8 @@ pub fn render_config(input: &RenderInput<'_>) -> Result<String> {
     let params = EnvoyParams {
         listen_addr: input.listen,
         runner_addr: input.upstream,
-        admin_addr: input.admin,
+        // TCP: the bench's keys are its own throwaways, and its HTTP client speaks TCP.
+        admin: envoy_config::AdminAddress::Tcp(input.admin),
         wasm_path: input.wasm.to_owned(),
         plugin_config_json: input.plugin_config_json.to_owned(),
         pki: input.pki.clone(),

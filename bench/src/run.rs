@@ -509,7 +509,7 @@ async fn sandbox_phase(ctx: &Ctx) -> Result<Vec<sandbox_bench::SandboxResult>> {
     let catalog = bundle::load_catalog(&ctx.root.join("catalog/example.yaml"))?;
     let word_count = catalog.get("word_count").context("catalog has no word_count")?;
     let args = payload::word_count_arguments();
-    let wc_job = tools::job_for(word_count, Some(&args), "bench-word-count");
+    let wc_job = tools::job_for(word_count, Some(&args), "bench-word-count")?;
     let true_job = JobSpec {
         job_id: "bench-true".into(),
         command: vec!["true".into()],

@@ -33,14 +33,30 @@ pub fn canonical_plan(tool: &str, arguments: Option<&Map<String, Value>>) -> Res
     let mut out = String::with_capacity(64);
     // Keys in JCS order: "arguments" < "tool".
     out.push_str("{\"arguments\":");
-    match arguments {
-        Some(args) => write_object(&mut out, args)?,
-        None => out.push_str("{}"),
-    }
+    write_arguments(&mut out, arguments)?;
     out.push_str(",\"tool\":");
     write_string(&mut out, tool);
     out.push('}');
     Ok(out)
+}
+
+/// The canonical (JCS) text of a call's arguments (an absent `arguments` is `{}`): the very
+/// bytes [`canonical_plan`] hashes under `"arguments"`. This, and nothing else, is what a tool
+/// is given, so two calls with one plan hash cannot run differently.
+pub fn canonical_arguments(arguments: Option<&Map<String, Value>>) -> Result<String, PlanError> {
+    let mut out = String::with_capacity(32);
+    write_arguments(&mut out, arguments)?;
+    Ok(out)
+}
+
+fn write_arguments(out: &mut String, arguments: Option<&Map<String, Value>>) -> Result<(), PlanError> {
+    match arguments {
+        Some(args) => write_object(out, args),
+        None => {
+            out.push_str("{}");
+            Ok(())
+        }
+    }
 }
 
 /// Writes `value` in RFC 8785 canonical form.

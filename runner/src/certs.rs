@@ -22,7 +22,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -44,8 +44,10 @@ const BACKDATE: Duration = Duration::minutes(5);
 /// Existing certificates that expire within this window are replaced.
 const RENEW_BEFORE: Duration = Duration::days(1);
 
-pub(crate) const CERT_MODE: u32 = 0o644;
-pub(crate) const KEY_MODE: u32 = 0o600;
+/// Mode of public files (certificates, public keys).
+pub const CERT_MODE: u32 = 0o644;
+/// Mode of every file that holds a secret.
+pub const KEY_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
 
 /// The SPIFFE ID `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`.
@@ -502,7 +504,7 @@ fn generate_core(l: &Layout, now: OffsetDateTime) -> Result<Ca, CertsError> {
     write_file(&l.ticket_key, &ticket_key, KEY_MODE)?;
     write_file(&l.ticket_pub, &ticket_pub, CERT_MODE)?;
     write_file(&l.ca_key, &ca_key_pem, KEY_MODE)?;
-    write_file(&l.ca_cert, &ca_cert.pem(), CERT_MODE)?;
+    write_file(&l.ca_cert, ca_cert.pem(), CERT_MODE)?;
     Ok(ca)
 }
 
@@ -518,7 +520,7 @@ fn issue_agent(
     write_file(&id.cert, &leaf.cert_pem, CERT_MODE)?;
     write_file(
         &id.bundle,
-        &format!("{}{}", leaf.key_pem, leaf.cert_pem),
+        format!("{}{}", leaf.key_pem, leaf.cert_pem),
         KEY_MODE,
     )
 }
@@ -627,9 +629,14 @@ pub(crate) fn read(path: &Path) -> Result<String, CertsError> {
     fs::read_to_string(path).map_err(io_err("read", path))
 }
 
-/// Creates `dir` (0700), or tightens an existing one that others can read.
-pub(crate) fn prepare_dir(dir: &Path) -> Result<(), CertsError> {
-    fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+/// Creates `dir` (0700 from the start, as are any parents it creates), or tightens an existing
+/// one that others can read (before anything secret is written into it).
+pub fn prepare_dir(dir: &Path) -> Result<(), CertsError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(io_err("create directory", dir))?;
     let mode = fs::metadata(dir)
         .map_err(io_err("stat", dir))?
         .permissions()
@@ -656,9 +663,11 @@ fn lock_dir(dir: &Path) -> Result<Flock<fs::File>, CertsError> {
         .map_err(|(_, errno)| io_err("lock", &path)(io::Error::from(errno)))
 }
 
-/// Writes through a temporary file and a rename, so a reader never sees half a file and a
-/// key file never exists with a wider mode than `mode`.
-pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CertsError> {
+/// Replaces `path` atomically through a temporary file in the same directory, created with
+/// its final `mode` (never widened or chmod-ed later), synced, then renamed onto `path`: a
+/// reader sees the old file or the new one, never half a file, and a secret never exists with
+/// a wider mode than `mode`.
+pub fn write_file(path: &Path, contents: impl AsRef<[u8]>, mode: u32) -> Result<(), CertsError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -673,7 +682,7 @@ pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), C
         .mode(mode)
         .open(&tmp)
         .map_err(io_err("create", &tmp))?;
-    f.write_all(contents.as_bytes())
+    f.write_all(contents.as_ref())
         .map_err(io_err("write", &tmp))?;
     f.sync_all().map_err(io_err("sync", &tmp))?;
     drop(f);

@@ -36,8 +36,8 @@ pub struct EnvoyParams {
     pub listen_addr: SocketAddr,
     /// Where the runner listens (mTLS, gateway cert only).
     pub runner_addr: SocketAddr,
-    /// Envoy's admin API; keep it on loopback.
-    pub admin_addr: SocketAddr,
+    /// Where Envoy serves its admin API (see [`AdminAddress`]).
+    pub admin: AdminAddress,
     /// The built filter, absolute.
     pub wasm_path: PathBuf,
     /// The filter's configuration, a JSON document passed to it verbatim.
@@ -45,6 +45,23 @@ pub struct EnvoyParams {
     /// Certificates, keys and CA, absolute (as [`crate::certs::ensure`] returns them).
     pub pki: DevPki,
 }
+
+/// Envoy's admin API answers anyone who can connect, without authentication, and its
+/// `/config_dump` shows the plugin configuration, ticket signing key included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAddress {
+    /// A Unix socket (absolute path) that Envoy creates with mode 0600: only the user Envoy
+    /// runs as can connect. What `portcullis up` uses.
+    Unix(PathBuf),
+    /// A loopback TCP port: every local user can read the admin API. Only for configurations
+    /// that carry no secret worth keeping (the benchmark's throwaway keys).
+    Tcp(SocketAddr),
+}
+
+/// Mode Envoy gives the admin socket (0600; Envoy wants it as a number).
+pub const ADMIN_SOCKET_MODE: u32 = 0o600;
+/// Longest Unix socket path the kernel takes (`sun_path` is 108 bytes, NUL included).
+pub const MAX_SOCKET_PATH: usize = 107;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvoyConfigError {
@@ -58,6 +75,8 @@ pub enum EnvoyConfigError {
     RelativePath { what: &'static str, path: PathBuf },
     #[error("{what} path {} is not valid UTF-8", path.display())]
     NonUtf8Path { what: &'static str, path: PathBuf },
+    #[error("the admin socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter state dir", path.display())]
+    SocketPathTooLong { path: PathBuf },
     #[error("the plugin configuration is not valid JSON")]
     PluginConfig(#[source] serde_json::Error),
     #[error("cannot serialize the rendered Envoy config")]
@@ -245,12 +264,28 @@ fn abs(what: &'static str, path: &Path) -> Result<String, EnvoyConfigError> {
         })
 }
 
+/// Replaces the template's admin address (a Unix socket or a TCP address) with `p.admin`.
 fn render_admin(root: &mut Value, p: &EnvoyParams) -> Result<(), EnvoyConfigError> {
-    let addr = Node::root(root)
-        .at("admin")?
-        .at("address")?
-        .at("socket_address")?;
-    set_socket_address(addr, p.admin_addr)
+    let address = Node::root(root).at("admin")?.at("address")?;
+    let new = match &p.admin {
+        AdminAddress::Unix(path) => {
+            let path = abs("admin socket", path)?;
+            if path.len() > MAX_SOCKET_PATH {
+                return Err(EnvoyConfigError::SocketPathTooLong { path: path.into() });
+            }
+            let mut pipe = Mapping::new();
+            pipe.insert("path".into(), path.into());
+            pipe.insert("mode".into(), u64::from(ADMIN_SOCKET_MODE).into());
+            Mapping::from_iter([("pipe".into(), Value::Mapping(pipe))])
+        }
+        AdminAddress::Tcp(addr) => {
+            let mut socket = Mapping::new();
+            socket.insert("address".into(), addr.ip().to_string().into());
+            socket.insert("port_value".into(), u64::from(addr.port()).into());
+            Mapping::from_iter([("socket_address".into(), Value::Mapping(socket))])
+        }
+    };
+    address.set(Value::Mapping(new))
 }
 
 fn render_listener(

@@ -33,8 +33,6 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9443")]
         runner_listen: SocketAddr,
-        #[arg(long, default_value = "127.0.0.1:9901")]
-        admin: SocketAddr,
         #[arg(long, default_value = "catalog/example.yaml")]
         catalog: PathBuf,
         #[arg(long, default_value = "policies")]
@@ -83,8 +81,15 @@ enum Command {
         #[arg(long = "agent")]
         agents: Vec<String>,
     },
-    /// Print the filter's plugin configuration for a policy bundle, catalog and signing key.
+    /// Write the filter's plugin configuration for a policy bundle, catalog and signing key.
+    ///
+    /// It holds the ticket signing key: with --output it is written to a new file of mode
+    /// 0600; to stdout only when stdout is not a terminal (a pipe or a redirect, whose file
+    /// mode is then the shell's to choose).
     PluginConfig {
+        /// Write to this file (mode 0600, replaced atomically) instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
         #[arg(long, default_value = "catalog/example.yaml")]
@@ -179,9 +184,8 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Up { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users } => {
-            std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
-            let opts = UpOptions { root, state_dir, listen, runner_listen, admin, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users };
+        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users } => {
+            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users };
             runtime()?.block_on(up::up(opts))?;
         }
         Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id } => {
@@ -209,10 +213,18 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             println!("user issuer {} key {} jwks {}", users::DEV_ISSUER, pki.user_issuer.key.display(), pki.user_issuer.jwks.display());
         }
-        Command::PluginConfig { policies, catalog, signing_key, users: users_file } => {
+        Command::PluginConfig { output, policies, catalog, signing_key, users: users_file } => {
             let dev = users::DevIssuer::in_dir(signing_key.parent().unwrap_or(std::path::Path::new(".")));
             let users = users::users_config(users_file.as_deref(), &dev)?;
-            println!("{}", bundle::plugin_config(&policies, &catalog, &signing_key, &users)?);
+            let config = bundle::plugin_config(&policies, &catalog, &signing_key, &users)?;
+            match output {
+                Some(path) => certs::write_file(&path, config + "\n", certs::KEY_MODE)?,
+                // A terminal shows it to anyone behind the screen, and keeps it in scrollback.
+                None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+                    bail!("refusing to print the plugin configuration (it holds the ticket signing key) to a terminal: use --output FILE, or a pipe")
+                }
+                None => println!("{config}"),
+            }
         }
         Command::Token { certs, sub, groups, aud, expires_in } => {
             let request = users::TokenRequest { sub, groups, audience: aud, expires_in };

@@ -7,7 +7,6 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -68,17 +67,10 @@ pub fn fingerprint(src: &Sources) -> u64 {
     h.finish()
 }
 
-/// Replaces `path` atomically: a temporary file in the same directory, synced, then renamed
-/// onto `path`. Readers (Envoy) see the old file or the new one, never a partial one, and the
-/// rename is the move Envoy's file watch reacts to.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).context("the ECDS path has no file name")?;
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("moving {} onto {}", tmp.display(), path.display()))
+/// Replaces the ECDS file atomically (the rename is the move Envoy's file watch reacts to), as a
+/// file only its owner can read: it carries the ticket signing key.
+pub fn write_ecds(path: &Path, contents: &str) -> Result<()> {
+    crate::certs::write_file(path, contents, crate::certs::KEY_MODE).map_err(Into::into)
 }
 
 /// Watches the sources and pushes each valid change to Envoy through the ECDS file.
@@ -139,7 +131,7 @@ impl Reloader {
         // runner before any ticket for it exists. A removed tool is refused by the runner a
         // moment before the filter stops allowing it (fails closed).
         self.runner_catalog.replace(built.catalog.clone());
-        write_atomically(&self.ecds_path, response.as_bytes())
+        write_ecds(&self.ecds_path, &response)
     }
 }
 

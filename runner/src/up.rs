@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
 use crate::certs::{self, DevPki};
-use crate::envoy_config::{ecds_response, find_envoy, process_env, render, split_for_ecds, EnvoyParams};
+use crate::envoy_config::{ecds_response, find_envoy, process_env, render, split_for_ecds, AdminAddress, EnvoyParams};
 use crate::sandbox::local::LocalNamespaces;
 use crate::serve::{serve, ServeOptions, SharedCatalog};
 use crate::{reload, tls};
@@ -24,6 +24,8 @@ pub const TRUST_DOMAIN: &str = "portcullis.local";
 const ENVOY_WORKERS: usize = 2;
 /// The ECDS file in the state dir that carries the filter's config to Envoy.
 pub const ECDS_FILE: &str = "portcullis-filter.ecds.json";
+/// Envoy's admin API: a Unix socket in the state dir, mode 0600 (see [`AdminAddress`]).
+pub const ADMIN_SOCKET: &str = "envoy-admin.sock";
 /// The dev agent identities `up` creates: one per default role, and one with no role.
 pub const DEV_AGENTS: &[&str] = &["reader", "operator", "intruder"];
 
@@ -33,7 +35,6 @@ pub struct UpOptions {
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
     pub runner_listen: SocketAddr,
-    pub admin: SocketAddr,
     pub catalog: PathBuf,
     pub policies: PathBuf,
     pub wasm: PathBuf,
@@ -46,8 +47,11 @@ pub struct UpOptions {
     pub users: Option<PathBuf>,
 }
 
+/// Everything `up` writes goes under `opts.state_dir`, which it creates (or tightens) to 0700;
+/// each file holding a secret (keys, the ECDS file with the signing key) is created 0600.
 pub async fn up(opts: UpOptions) -> Result<()> {
     let started = Instant::now();
+    certs::prepare_dir(&opts.state_dir)?;
     let pki = certs::ensure(&opts.state_dir.join("certs"), TRUST_DOMAIN, DEV_AGENTS).context("dev certificates")?;
     if !opts.wasm.is_file() {
         bail!("the filter is not built: {} is missing (run `make build`)", opts.wasm.display());
@@ -64,10 +68,12 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     let fingerprint = reload::fingerprint(&sources);
     let built = reload::build(&sources)?;
     let template = std::fs::read_to_string(opts.root.join("envoy/envoy.yaml")).context("reading envoy/envoy.yaml")?;
+    let admin = std::path::absolute(opts.state_dir.join(ADMIN_SOCKET))?;
+    remove_stale_socket(&admin)?;
     let params = EnvoyParams {
         listen_addr: opts.listen,
         runner_addr: opts.runner_listen,
-        admin_addr: opts.admin,
+        admin: AdminAddress::Unix(admin.clone()),
         wasm_path: std::path::absolute(&opts.wasm)?,
         plugin_config_json: built.json.clone(),
         pki: pki.clone(),
@@ -76,9 +82,10 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     // config) before Envoy starts; later configs are moved onto it (crate::reload).
     let ecds_path = std::path::absolute(opts.state_dir.join(ECDS_FILE))?;
     let split = split_for_ecds(&render(&template, &params)?, &ecds_path)?;
-    reload::write_atomically(&ecds_path, ecds_response(&split.filter, &built.json, &built.version)?.as_bytes())?;
+    reload::write_ecds(&ecds_path, &ecds_response(&split.filter, &built.json, &built.version)?)?;
+    // No secret in it (the plugin configuration went to the ECDS file), but it is nobody else's.
     let rendered = opts.state_dir.join("envoy.yaml");
-    std::fs::write(&rendered, &split.bootstrap).context("writing the rendered Envoy config")?;
+    certs::write_file(&rendered, &split.bootstrap, certs::KEY_MODE).context("writing the rendered Envoy config")?;
     let runner_catalog = SharedCatalog::new(built.catalog.clone());
 
     // The runner, in this process.
@@ -90,13 +97,13 @@ pub async fn up(opts: UpOptions) -> Result<()> {
 
     let envoy_log = opts.state_dir.join("envoy.log");
     let mut envoy = start_envoy(&envoy_bin, &rendered, &envoy_log)?;
-    let ready = wait_ready(&mut envoy, opts.admin, &envoy_log, Duration::from_secs(60)).await;
+    let ready = wait_ready(&mut envoy, &admin, &envoy_log, Duration::from_secs(60)).await;
     if let Err(e) = ready {
         stop_envoy(&mut envoy).await;
         let _ = stop_runner.send(());
         return Err(e);
     }
-    print_ready(&opts, &pki, started.elapsed(), &envoy_log);
+    print_ready(&opts, &pki, started.elapsed(), &envoy_log, &admin);
     println!("portcullis: policy version {} active; watching {} and {}", built.version, opts.policies.display(), opts.catalog.display());
     let reloader = reload::Reloader {
         sources,
@@ -150,8 +157,34 @@ pub fn local_backend(exe: PathBuf) -> LocalNamespaces {
     }
 }
 
+/// Removes an admin socket a previous `up` left behind (Envoy cannot bind over it). Anything
+/// else at that path is not ours to delete.
+fn remove_stale_socket(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).with_context(|| format!("removing the stale {}", path.display())),
+        Ok(_) => bail!("{} exists and is not a socket; remove it", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("checking {}", path.display())),
+    }
+}
+
+/// Envoy's log, created afresh with mode 0600: it is only for the operator.
+fn create_log(log: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Err(e) = std::fs::remove_file(log).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }) {
+        return Err(e).with_context(|| format!("removing the old {}", log.display()));
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(certs::KEY_MODE)
+        .open(log)
+        .with_context(|| format!("creating {}", log.display()))
+}
+
 fn start_envoy(bin: &Path, config: &Path, log: &Path) -> Result<Child> {
-    let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let log_file = create_log(log)?;
     // Access-log lines (with the filter's decision records) reach the log within 250 ms
     // instead of Envoy's default 10 s.
     Command::new(bin)
@@ -168,7 +201,7 @@ fn start_envoy(bin: &Path, config: &Path, log: &Path) -> Result<Child> {
 
 /// Ready means: Envoy's admin says LIVE and the filter logged that it is configured. A filter
 /// that refused its configuration fails `up` with the filter's own log line.
-async fn wait_ready(envoy: &mut Child, admin: SocketAddr, log: &Path, limit: Duration) -> Result<()> {
+async fn wait_ready(envoy: &mut Child, admin: &Path, log: &Path, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = envoy.try_wait()? {
@@ -189,9 +222,9 @@ async fn wait_ready(envoy: &mut Child, admin: SocketAddr, log: &Path, limit: Dur
     }
 }
 
-async fn admin_ready(admin: SocketAddr) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else { return false };
-    let request = format!("GET /ready HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+async fn admin_ready(admin: &Path) -> bool {
+    let Ok(mut s) = tokio::net::UnixStream::connect(admin).await else { return false };
+    let request = "GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
     if s.write_all(request.as_bytes()).await.is_err() {
         return false;
     }
@@ -239,7 +272,7 @@ async fn shutdown_signal(stop_on_stdin_eof: bool) {
     }
 }
 
-fn print_ready(opts: &UpOptions, pki: &DevPki, elapsed: Duration, envoy_log: &Path) {
+fn print_ready(opts: &UpOptions, pki: &DevPki, elapsed: Duration, envoy_log: &Path, admin: &Path) {
     println!("portcullis ready in {:.2}s", elapsed.as_secs_f64());
     println!("  endpoint:   https://{}/mcp", opts.listen);
     println!("  CA:         {}", pki.ca_cert.display());
@@ -247,5 +280,6 @@ fn print_ready(opts: &UpOptions, pki: &DevPki, elapsed: Duration, envoy_log: &Pa
         println!("  agent {:<9} {}  cert {}  key {}", a.name, a.spiffe_id, a.cert.display(), a.key.display());
     }
     println!("  envoy log:  {}", envoy_log.display());
+    println!("  admin:      curl --unix-socket {} http://admin/stats", admin.display());
     println!("  stop with Ctrl-C");
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use portcullis_runner::certs::{self, CertsError, DevPki};
-use portcullis_runner::envoy_config::{self, EnvoyConfigError, EnvoyParams};
+use portcullis_runner::envoy_config::{self, AdminAddress, EnvoyConfigError, EnvoyParams};
 use serde_yaml::Value;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
@@ -335,7 +335,7 @@ fn params(pki: DevPki, wasm_path: PathBuf) -> EnvoyParams {
     EnvoyParams {
         listen_addr: addr("127.0.0.1:18443"),
         runner_addr: addr("127.0.0.1:19443"),
-        admin_addr: addr("127.0.0.1:19901"),
+        admin: AdminAddress::Unix(pki.dir.join("admin.sock")),
         wasm_path,
         plugin_config_json: r#"{"policy":"package x","n":1}"#.to_owned(),
         pki,
@@ -383,7 +383,7 @@ fn render_replaces_every_address_path_and_the_plugin_config() {
         !out.contains("placeholder"),
         "template plugin config left behind"
     );
-    for port in ["8443", "9443", "9901"] {
+    for port in ["8443", "9443"] {
         assert!(
             !out.contains(&format!("port_value: {port}")),
             "template port {port} left"
@@ -398,9 +398,11 @@ fn render_replaces_every_address_path_and_the_plugin_config() {
         assert!(Path::new(f).is_absolute(), "{f}");
     }
 
-    let admin = get(&doc, &["admin", "address", "socket_address"]);
-    assert_eq!(admin["address"].as_str(), Some("127.0.0.1"));
-    assert_eq!(admin["port_value"].as_u64(), Some(19901));
+    // The admin API is a Unix socket only Envoy's user can open, never a TCP port.
+    let admin = get(&doc, &["admin", "address"]);
+    assert_eq!(admin["pipe"]["path"].as_str(), pki.dir.join("admin.sock").to_str());
+    assert_eq!(admin["pipe"]["mode"].as_u64(), Some(0o600));
+    assert!(admin.get("socket_address").is_none(), "{admin:?}");
 
     let listener = get(&doc, &["static_resources", "listeners", "0"]);
     assert_eq!(listener["name"].as_str(), Some("portcullis_mtls"));
@@ -506,6 +508,27 @@ fn render_supports_ipv6_addresses() {
         ],
     );
     assert_eq!(sa["address"].as_str(), Some("::1"));
+}
+
+/// TCP admin stays possible for throwaway configs (the bench); a too-long socket path, which
+/// the kernel would refuse, is refused here with the reason.
+#[test]
+fn render_admin_on_tcp_or_a_socket_path_that_fits() {
+    let tmp = tempdir();
+    let pki = pki_in(tmp.path(), &[]);
+    let mut p = params(pki, tmp.path().join("f.wasm"));
+    p.admin = AdminAddress::Tcp(addr("127.0.0.1:19901"));
+    let doc: Value = serde_yaml::from_str(&envoy_config::render(TEMPLATE, &p).expect("render")).expect("yaml");
+    let sa = get(&doc, &["admin", "address", "socket_address"]);
+    assert_eq!((sa["address"].as_str(), sa["port_value"].as_u64()), (Some("127.0.0.1"), Some(19901)));
+    assert!(get(&doc, &["admin", "address"]).get("pipe").is_none());
+
+    p.admin = AdminAddress::Unix(tmp.path().join("s".repeat(envoy_config::MAX_SOCKET_PATH)));
+    let err = envoy_config::render(TEMPLATE, &p).expect_err("too long");
+    assert!(matches!(err, EnvoyConfigError::SocketPathTooLong { .. }), "{err}");
+    p.admin = AdminAddress::Unix(PathBuf::from("admin.sock"));
+    let err = envoy_config::render(TEMPLATE, &p).expect_err("relative");
+    assert!(matches!(err, EnvoyConfigError::RelativePath { .. }), "{err}");
 }
 
 /// The template with one edit made through its YAML structure.

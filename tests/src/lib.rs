@@ -42,7 +42,8 @@ pub struct Stack {
     stdin: Option<ChildStdin>,
     pub listen: SocketAddr,
     pub runner: SocketAddr,
-    pub admin: SocketAddr,
+    /// Envoy's admin API: a Unix socket in the state dir.
+    pub admin: PathBuf,
     pub state: tempfile::TempDir,
     pub ready_after: Duration,
     stdout_log: PathBuf,
@@ -56,7 +57,8 @@ impl Stack {
 
     pub fn start_with(extra_args: &[&str]) -> Stack {
         let state = tempfile::Builder::new().prefix("portcullis-e2e-").tempdir().expect("tempdir");
-        let (listen, runner, admin) = (free_port(), free_port(), free_port());
+        let (listen, runner) = (free_port(), free_port());
+        let admin = state.path().join(portcullis_runner::up::ADMIN_SOCKET);
         let root = repo_root();
         let stdout_log = state.path().join("up.log");
         let started = Instant::now();
@@ -66,7 +68,7 @@ impl Stack {
             .arg(&root)
             .arg("--state-dir")
             .arg(state.path())
-            .args(["--listen", &listen.to_string(), "--runner-listen", &runner.to_string(), "--admin", &admin.to_string()])
+            .args(["--listen", &listen.to_string(), "--runner-listen", &runner.to_string()])
             .arg("--wasm")
             .arg(wasm_path())
             .args(extra_args)
@@ -184,9 +186,9 @@ impl Stack {
         )
     }
 
-    /// Reads a Prometheus-format stat from Envoy's admin.
+    /// `GET path` on Envoy's admin API (its Unix socket); the whole HTTP response.
     pub fn admin_get(&self, path: &str) -> String {
-        let mut s = std::net::TcpStream::connect(self.admin).expect("admin");
+        let mut s = std::os::unix::net::UnixStream::connect(&self.admin).expect("admin socket");
         use std::io::Write;
         write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").expect("admin write");
         let mut out = String::new();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use portcullis_e2e::mcp::post;
 use portcullis_e2e::{free_port, repo_root, wasm_path};
-use portcullis_runner::envoy_config::{find_envoy, process_env, render, EnvoyParams};
+use portcullis_runner::envoy_config::{find_envoy, process_env, render, AdminAddress, EnvoyParams};
 
 use crate::stack;
 
@@ -33,11 +33,12 @@ async fn bad_plugin_configuration_refuses_to_start_and_fails_closed() {
     let template = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).unwrap();
     let envoy = find_envoy(&repo_root(), &process_env).unwrap();
     for (what, config) in bad_configs() {
-        let (listen, admin) = (free_port(), free_port());
+        let listen = free_port();
+        let dir = tempfile::tempdir().unwrap();
         let params = EnvoyParams {
             listen_addr: listen,
             runner_addr: s.runner,
-            admin_addr: admin,
+            admin: AdminAddress::Unix(dir.path().join("admin.sock")),
             wasm_path: wasm_path(),
             plugin_config_json: config.clone(),
             pki: pki.clone(),
@@ -49,7 +50,6 @@ async fn bad_plugin_configuration_refuses_to_start_and_fails_closed() {
                 .unwrap()
                 .replace("'{\"swap\":1}'", &format!("'{config}'")),
         };
-        let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("envoy.yaml");
         std::fs::write(&file, &rendered).unwrap();
         let log = dir.path().join("envoy.log");

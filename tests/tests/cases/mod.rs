@@ -8,5 +8,6 @@ mod policy;
 mod python_sdk;
 mod ratelimit;
 mod reload;
+mod secrets;
 mod sessions;
 mod transport;

@@ -41,3 +41,28 @@ async fn filter_and_runner_agree_on_every_golden_vector() {
         assert_eq!((r.status, r.error_code()), (400, Some(-32602)), "{}", r.text);
     }
 }
+
+/// One number, four spellings, one plan hash: the tool must get the same input for each, so
+/// it behaves the same (an approval bound to the hash of `2` covers exactly what `2.0` runs).
+/// tail_logs feeds `lines` to a shell integer test, which `2.0` used to break.
+#[tokio::test]
+async fn every_spelling_of_a_number_runs_as_its_canonical_form() {
+    let s = stack();
+    let http = s.http_client(Some("operator"));
+    let session = portcullis_e2e::mcp::open_session(&http, &s.url()).await.unwrap();
+    let mut outputs = Vec::new();
+    for spelling in ["2", "2.0", "2e0", "20e-1", "0.2e1"] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"tail_logs","arguments":{{"namespace":"team-a","pod":"web-0","lines":{spelling}}}}}}}"#
+        );
+        let r = post(&http, &s.url(), Some(&session), &[], &body).await.unwrap();
+        assert_eq!(r.status, 200, "lines {spelling}: {}", r.text);
+        let text = r.message["result"]["content"][0]["text"].as_str().unwrap_or_default().to_owned();
+        outputs.push((spelling, r.message["result"]["isError"].clone(), text));
+    }
+    let (_, _, want) = &outputs[0];
+    assert_eq!(want, "team-a/web-0: log line 1\nteam-a/web-0: log line 2\n");
+    for (spelling, is_error, text) in &outputs {
+        assert_eq!((is_error, text), (&Value::Bool(false), want), "lines {spelling} ran differently from lines 2");
+    }
+}
