@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
+use portcullis_core::caller::{CallerClaims, CALLER_AUDIENCE, CALLER_HEADER};
+use portcullis_core::session::session_hash;
 use portcullis_core::ticket::{Claims, Signer, AUDIENCE};
 use portcullis_core::TICKET_HEADER;
 use rustls::ClientConfig;
@@ -30,6 +32,8 @@ pub struct Agent {
     addr: SocketAddr,
     tls: Arc<ClientConfig>,
     session: Option<String>,
+    /// Without the filter in front of the runner: mints what the gateway would add.
+    minter: Option<Arc<Minter>>,
 }
 
 impl Agent {
@@ -41,27 +45,32 @@ impl Agent {
         Ok(true)
     }
 
-    async fn post(&mut self, ticket: Option<&str>, body: &[u8]) -> Result<Response> {
+    /// POSTs `body` with `credential` (a ticket or caller assertion header) when given.
+    async fn post(&mut self, credential: Option<(&str, &str)>, body: &[u8]) -> Result<Response> {
         let mut headers = vec![("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
         if let Some(s) = &self.session {
             headers.push(("mcp-session-id", s.as_str()));
             headers.push(("mcp-protocol-version", "2025-06-18"));
         }
-        if let Some(t) = ticket {
-            headers.push((TICKET_HEADER, t));
-        }
+        headers.extend(credential);
         self.conn.request("POST", MCP_PATH, &headers, body).await
+    }
+
+    /// The caller assertion the gateway would add to a `method` request, when this agent mints.
+    fn caller(&self, method: &str) -> Result<Option<String>> {
+        self.minter.as_ref().map(|m| m.caller(method, self.session.as_deref())).transpose()
     }
 }
 
 /// `n` agents connected to `addr`; with `sessions`, each opens an MCP session (initialize +
-/// notifications/initialized) as a real client would before calling tools.
-pub async fn agents(tls: &Arc<ClientConfig>, addr: SocketAddr, n: usize, sessions: bool) -> Result<Vec<Agent>> {
+/// notifications/initialized) as a real client would before calling tools. With `minter`
+/// (the runner without the filter in front), they add the caller assertions themselves.
+pub async fn agents(tls: &Arc<ClientConfig>, addr: SocketAddr, n: usize, sessions: bool, minter: Option<Arc<Minter>>) -> Result<Vec<Agent>> {
     let setup = async {
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let conn = Conn::new(connect_tls(addr, tls).await?, addr);
-            let mut agent = Agent { conn, addr, tls: tls.clone(), session: None };
+            let mut agent = Agent { conn, addr, tls: tls.clone(), session: None, minter: minter.clone() };
             if sessions {
                 agent.session = Some(open_session(&mut agent).await?);
             }
@@ -74,54 +83,71 @@ pub async fn agents(tls: &Arc<ClientConfig>, addr: SocketAddr, n: usize, session
 
 async fn open_session(agent: &mut Agent) -> Result<String> {
     let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"portcullis-bench","version":"1"}}}"#;
-    let r = agent.post(None, init.as_bytes()).await?;
+    let caller = agent.caller("initialize")?;
+    let r = agent.post(caller.as_deref().map(|c| (CALLER_HEADER, c)), init.as_bytes()).await?;
     ensure!(r.status == 200, "initialize through {} failed: {} {}", agent.addr, r.status, r.text());
     let session = r.header("mcp-session-id").map(str::to_owned).with_context(|| format!("no mcp-session-id from initialize through {}", agent.addr))?;
     agent.session = Some(session.clone());
     agent.ensure_open().await?;
-    let r = agent.post(None, br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await?;
+    let caller = agent.caller("notifications/initialized")?;
+    let r = agent.post(caller.as_deref().map(|c| (CALLER_HEADER, c)), br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await?;
     ensure!(r.status == 202, "notifications/initialized through {} failed: {} {}", agent.addr, r.status, r.text());
     Ok(session)
 }
 
-/// Mints gateway tickets on the client side, for calls that go through Envoy *without* the
-/// filter to the real runner (which refuses any call without one). Minting happens before a
-/// request's clock starts.
+/// Mints what the gateway adds (tickets and caller assertions) on the client side, for
+/// requests that go through Envoy *without* the filter to the real runner (which refuses any
+/// request without them). Minting happens before a request's clock starts.
 pub struct Minter {
     signer: Signer,
     sub: String,
-    tool: String,
-    plan_hash: String,
 }
 
 impl Minter {
-    pub fn new(signing_key_pem: &[u8], sub: &str, tool: &str, arguments: &Map<String, Value>) -> Result<Minter> {
-        Ok(Minter {
-            signer: Signer::from_pem(signing_key_pem, "portcullis-gateway".into(), 60)?,
-            sub: sub.to_owned(),
-            tool: tool.to_owned(),
-            plan_hash: portcullis_core::plan::plan_hash(tool, Some(arguments))?,
-        })
+    pub fn new(signing_key_pem: &[u8], sub: &str) -> Result<Minter> {
+        Ok(Minter { signer: Signer::from_pem(signing_key_pem, "portcullis-gateway".into(), 60)?, sub: sub.to_owned() })
     }
 
-    fn mint(&self) -> Result<String> {
+    fn now() -> Result<u64> {
+        Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())
+    }
+
+    /// A ticket for `tool` with `arguments` on `session`.
+    fn ticket(&self, tool: &str, arguments: &Map<String, Value>, session: Option<&str>) -> Result<String> {
         let mut entropy = [0u8; 16];
         getrandom::fill(&mut entropy).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         let id = hex::encode(entropy);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let now = Self::now()?;
         Ok(self.signer.sign(&Claims {
             iss: self.signer.issuer.clone(),
             aud: AUDIENCE.to_owned(),
             sub: self.sub.clone(),
             user: None,
             user_iss: None,
-            session: None,
-            tool: self.tool.clone(),
-            plan_hash: self.plan_hash.clone(),
+            session: session.map(session_hash),
+            tool: tool.to_owned(),
+            plan_hash: portcullis_core::plan::plan_hash(tool, Some(arguments))?,
             decision_id: id.clone(),
             require_approval: false,
             policy_version: "bench".into(),
             jti: id,
+            iat: now,
+            exp: now + self.signer.ttl_seconds,
+        })?)
+    }
+
+    /// A caller assertion for a POST of `method` on `session`.
+    fn caller(&self, method: &str, session: Option<&str>) -> Result<String> {
+        let now = Self::now()?;
+        Ok(self.signer.sign_caller(&CallerClaims {
+            iss: self.signer.issuer.clone(),
+            aud: CALLER_AUDIENCE.to_owned(),
+            sub: self.sub.clone(),
+            user: None,
+            user_iss: None,
+            session: session.map(session_hash),
+            http: "POST".into(),
+            method: Some(method.to_owned()),
             iat: now,
             exp: now + self.signer.ttl_seconds,
         })?)
@@ -135,7 +161,8 @@ pub struct Call {
     pub expect_status: u16,
     /// A substring every correct response body contains.
     pub expect_body: &'static str,
-    pub minter: Option<Minter>,
+    /// Mint a ticket for every request (the runner without the filter in front).
+    pub mint_tickets: bool,
     /// Make every request a new call: its `text` argument gets the request number appended.
     pub fresh_arguments: bool,
 }
@@ -206,7 +233,11 @@ pub async fn run(agents: &mut Vec<Agent>, call: &Arc<Call>, concurrency: usize, 
                         continue;
                     }
                 }
-                let ticket = match call.minter.as_ref().map(Minter::mint).transpose() {
+                let minted = match &agent.minter {
+                    Some(m) if call.mint_tickets => Some(m.ticket(call.tool, &call.arguments, agent.session.as_deref())),
+                    _ => None,
+                };
+                let ticket = match minted.transpose() {
                     Ok(t) => t,
                     Err(e) => {
                         out.note_error(format!("minting a ticket: {e:#}"));
@@ -222,7 +253,7 @@ pub async fn run(agents: &mut Vec<Agent>, call: &Arc<Call>, concurrency: usize, 
                 }
                 let body = payload::tools_call_with(n + 1, call.tool, &arguments);
                 let t0 = Instant::now();
-                let reply = match tokio::time::timeout(REQUEST_TIMEOUT, agent.post(ticket.as_deref(), body.as_bytes())).await {
+                let reply = match tokio::time::timeout(REQUEST_TIMEOUT, agent.post(ticket.as_deref().map(|t| (TICKET_HEADER, t)), body.as_bytes())).await {
                     Ok(r) => r,
                     Err(_) => {
                         // The connection is mid-response: drop it; the next request reconnects.

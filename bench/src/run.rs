@@ -275,19 +275,24 @@ async fn start_stack(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<Stac
     std::fs::write(&config_path, config)?;
     let envoy = Envoy::start(&ctx.envoy_bin, &config_path, &ctx.state.join(format!("{name}.log")), listen, admin, variant).await?;
     ensure!(envoy.proc.comm() == "envoy", "pid {} is {:?}, not envoy: RSS would be wrong", envoy.proc.pid(), envoy.proc.comm());
-    let agents = load::agents(&ctx.reader_tls, envoy.listen, 32, kind == Upstream::Runner)
+    // Without the filter, the agents add the caller assertions the runner requires themselves.
+    let minter = match (kind, variant) {
+        (Upstream::Runner, Variant::Bare) => Some(Arc::new(Minter::new(&ctx.signing_key, &ctx.reader_id)?)),
+        _ => None,
+    };
+    let agents = load::agents(&ctx.reader_tls, envoy.listen, 32, kind == Upstream::Runner, minter)
         .await
         .with_context(|| format!("connecting agents through {name}"))?;
     Ok(Stack { variant, envoy, upstream, agents })
 }
 
 /// The request of `path` in `variant` against `kind`, and what a correct answer looks like.
-fn call_for(ctx: &Ctx, kind: Upstream, path: Path, variant: Variant) -> Result<(Call, String)> {
+fn call_for(kind: Upstream, path: Path, variant: Variant) -> Result<(Call, String)> {
     let (tool, arguments) = match path {
         Path::Allow | Path::Fresh => ("word_count", payload::word_count_arguments()),
         Path::Deny => ("apply_config", payload::apply_config_arguments()),
     };
-    let mut minter = None;
+    let mut mint_tickets = false;
     let (status, body, what) = match (kind, path, variant) {
         (_, Path::Deny, Variant::Filter) => (403, "-32001", "filter denies (403), upstream never hit".to_owned()),
         (Upstream::Static, Path::Allow, Variant::Filter) => (200, "\"result\"", "filter allows (cached decision) + signs ticket → static".into()),
@@ -296,12 +301,12 @@ fn call_for(ctx: &Ctx, kind: Upstream, path: Path, variant: Variant) -> Result<(
         (Upstream::Static, _, Variant::Bare) => (200, "\"result\"", "same request passes through → static".into()),
         (Upstream::Runner, Path::Allow, Variant::Filter) => (200, "\"isError\":false", "filter allows + ticket → runner runs sandbox".into()),
         (Upstream::Runner, Path::Allow, Variant::Bare) => {
-            minter = Some(Minter::new(&ctx.signing_key, &ctx.reader_id, tool, &arguments)?);
+            mint_tickets = true;
             (200, "\"isError\":false", "client-minted ticket → runner runs sandbox".into())
         }
-        (Upstream::Runner, Path::Deny, Variant::Bare) => (200, "-32002", "passes through → runner refuses (no ticket)".into()),
+        (Upstream::Runner, Path::Deny, Variant::Bare) => (403, "-32002", "passes through → runner refuses (no ticket)".into()),
     };
-    Ok((Call { tool, arguments, expect_status: status, expect_body: body, minter, fresh_arguments: path == Path::Fresh }, what))
+    Ok((Call { tool, arguments, expect_status: status, expect_body: body, mint_tickets, fresh_arguments: path == Path::Fresh }, what))
 }
 
 /// Runs `rounds` blocks per stack, alternating the order each round, after a warm-up.
@@ -384,7 +389,7 @@ async fn upstream_phase(ctx: &Ctx, kind: Upstream, results: &mut Results) -> Res
         let mut calls = Vec::new();
         let mut whats = Vec::new();
         for s in &stacks {
-            let (call, what) = call_for(ctx, kind, path, s.variant)?;
+            let (call, what) = call_for(kind, path, s.variant)?;
             calls.push(Arc::new(call));
             whats.push(what);
         }
@@ -456,7 +461,7 @@ async fn memory_phase(ctx: &Ctx, kind: Upstream, stacks: &mut [Stack; 2], result
     eprintln!("   memory: {total} allow-path calls per stack at c=32, RSS every {block}");
     let mut calls = Vec::new();
     for s in stacks.iter() {
-        calls.push(Arc::new(call_for(ctx, kind, Path::Allow, s.variant)?.0));
+        calls.push(Arc::new(call_for(kind, Path::Allow, s.variant)?.0));
     }
     let mut series: Vec<Vec<(u64, u64, u64)>> = vec![Vec::new(); 2];
     let mut done = [0u64; 2];
