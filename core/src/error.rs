@@ -62,7 +62,9 @@ impl Rejection {
         let text: String = String::from_utf8_lossy(text).chars().filter(|c| !c.is_control()).take(200).collect();
         let text = text.trim();
         let (kind, code) = if status >= 500 { (RejectKind::Internal, INTERNAL_ERROR) } else { (RejectKind::Invalid, INVALID_REQUEST) };
-        let message = if text.is_empty() { format!("upstream answered HTTP {status}") } else { format!("upstream answered HTTP {status}: {text}") };
+        // The proxy's own refusals (a timeout, no upstream) come this way too: say what failed,
+        // not who.
+        let message = if text.is_empty() { format!("request failed with HTTP {status}") } else { format!("request failed with HTTP {status}: {text}") };
         Self::new(kind, status, code, message, id)
     }
 

@@ -10,6 +10,7 @@ use crate::json::{parse_strict, Limits, StrictJsonError};
 use crate::jsonrpc::{self, Id, Method, RpcError};
 use crate::plan::plan_hash;
 use crate::ratelimit::RateLimits;
+use crate::schema::Invalid;
 use crate::record::DecisionRecord;
 use crate::session::{session_hash, Owner, SessionSealer};
 use crate::ticket::{Claims, Signer, AUDIENCE};
@@ -251,13 +252,48 @@ impl Gateway {
     /// Validates a tools/call's arguments against its catalog tool's input schema (an absent
     /// `arguments` is `{}`). A tool not in the catalog is left to policy, which denies it.
     fn check_arguments(&self, tool: &str, arguments: Option<&Map<String, Value>>, hash: &str, id: &Option<Id>) -> Result<(), Rejection> {
-        let Some(schema) = self.catalog.schema(tool) else { return Ok(()) };
         let empty = Map::new();
-        schema.validate_object(arguments.unwrap_or(&empty)).map_err(|e| {
+        let arguments = arguments.unwrap_or(&empty);
+        let checked = match self.catalog.schema(tool) {
+            Some(schema) => schema.validate_object(arguments),
+            None => Ok(()),
+        };
+        checked.and_then(|()| no_nul(arguments)).map_err(|e| {
             Rejection::new(RejectKind::Invalid, 400, INVALID_PARAMS, format!("invalid arguments for tool {tool}: {e}"), id.clone())
                 .with_data(json!({"path": e.path, "reason": e.reason, "tool": tool, "plan_hash": hash}))
         })
     }
+}
+
+/// No string in the arguments (name or value, at any depth) holds U+0000: a tool gets its
+/// arguments also as environment variables and C strings, where a NUL would end the value early
+/// and the tool would act on less than policy decided on.
+fn no_nul(arguments: &Map<String, Value>) -> Result<(), Invalid> {
+    fn members(map: &Map<String, Value>, path: &mut String) -> Result<(), Invalid> {
+        map.iter().try_for_each(|(k, v)| {
+            within(path, k, |p| if k.contains('\0') { Err(nul(p, "names")) } else { walk(v, p) })
+        })
+    }
+    fn walk(value: &Value, path: &mut String) -> Result<(), Invalid> {
+        match value {
+            Value::String(s) if s.contains('\0') => Err(nul(path, "strings")),
+            Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| within(path, &i.to_string(), |p| walk(item, p))),
+            Value::Object(map) => members(map, path),
+            _ => Ok(()),
+        }
+    }
+    fn within(path: &mut String, segment: &str, f: impl FnOnce(&mut String) -> Result<(), Invalid>) -> Result<(), Invalid> {
+        let len = path.len();
+        path.push('/');
+        path.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+        let result = f(path);
+        path.truncate(len);
+        result
+    }
+    fn nul(path: &str, what: &str) -> Invalid {
+        Invalid { path: path.to_owned(), reason: format!("{what} must not contain NUL (U+0000)") }
+    }
+    members(arguments, &mut String::new())
 }
 
 fn parse_rejection(e: &StrictJsonError, body: &[u8]) -> Rejection {
@@ -267,7 +303,10 @@ fn parse_rejection(e: &StrictJsonError, body: &[u8]) -> Rejection {
             .ok()
             .and_then(|v| jsonrpc::recover_id(&v)),
         _ => None,
-    };
+    }
+    // Too deep for serde, invalid UTF-8 or a bad number further on: the id may still be
+    // readable before the fault.
+    .or_else(|| jsonrpc::scan_id(body));
     let (status, code) = match e {
         StrictJsonError::TooLarge { .. } => (413, INVALID_REQUEST),
         _ => (400, PARSE_ERROR),
@@ -293,9 +332,17 @@ pub enum Transport {
     IdentityOnly,
 }
 
-/// Checks the HTTP method and content type of a request to the MCP endpoint, and (for
-/// body-less requests) that the peer has a workload identity.
-pub fn check_transport(http_method: &str, content_type: Option<&str>, peer_uri_san: Option<&str>) -> Result<Transport, Rejection> {
+/// The path of the MCP endpoint (Streamable HTTP has exactly one).
+pub const MCP_PATH: &str = "/mcp";
+
+/// Checks the path, HTTP method and content type of a request to the MCP endpoint, and (for
+/// body-less requests) that the peer has a workload identity. Only the MCP endpoint is
+/// decided and forwarded: a call sent to any other path would be decided, ticketed and then
+/// not run, leaving a record that says otherwise.
+pub fn check_transport(path: &str, http_method: &str, content_type: Option<&str>, peer_uri_san: Option<&str>) -> Result<Transport, Rejection> {
+    if path != MCP_PATH {
+        return Err(Rejection::new(RejectKind::Invalid, 404, INVALID_REQUEST, format!("no MCP endpoint at this path; the endpoint is {MCP_PATH}"), None));
+    }
     match http_method {
         "POST" => {
             let media = content_type.and_then(|c| c.split(';').next()).map(str::trim);

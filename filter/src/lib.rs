@@ -199,7 +199,8 @@ impl HttpContext for Filter {
         self.http_method = header(":method");
         let content_type = header("content-type");
         let peer = peer_uri_san();
-        match check_transport(self.http_method.as_deref().unwrap_or(""), content_type.as_deref(), peer.as_deref()) {
+        let path = header(":path").unwrap_or_default();
+        match check_transport(&path, self.http_method.as_deref().unwrap_or(""), content_type.as_deref(), peer.as_deref()) {
             Ok(transport) => {
                 self.transport = Some(transport);
                 if end_of_stream {
@@ -341,10 +342,6 @@ impl Filter {
         }
         match decided.verdict {
             Ok(allowed) => {
-                Metrics::count(self.metrics.allowed);
-                if allowed.decision.require_approval {
-                    Metrics::count(self.metrics.approval_required);
-                }
                 if allowed.method == "tools/list" {
                     self.listing = Listing::for_tools_list(allowed.decision.visible_tools.clone(), allowed.id.clone());
                 }
@@ -367,6 +364,10 @@ impl Filter {
 
     /// Lets the decided request go on, its decision in the access log.
     fn forward(&mut self, record: DecisionRecord) -> Action {
+        Metrics::count(self.metrics.allowed);
+        if record.outcome == Some(Outcome::ApprovalRequired) {
+            Metrics::count(self.metrics.approval_required);
+        }
         set_record(&record);
         self.decision_id = Some(record.decision_id);
         self.settled = true;

@@ -154,7 +154,7 @@ impl ServerHandler for Handler {
                 Some(json!({"tool": tool.name, "decision_id": claims.decision_id, "plan_hash": claims.plan_hash})),
             ));
         }
-        let job = job_for(tool, request.arguments.as_ref(), &claims.decision_id).map_err(|e| McpError::invalid_params(format!("arguments cannot be canonicalized: {e}"), None))?;
+        let job = job_for(tool, request.arguments.as_ref(), &claims.decision_id).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
         let out = runner.backend.run(job).await.map_err(|e| {
             tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");

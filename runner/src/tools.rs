@@ -13,9 +13,10 @@ use crate::sandbox::{JobOutput, JobSpec};
 /// canonical JSON of the arguments on stdin and in `PORTCULLIS_ARGUMENTS`, and each top-level
 /// scalar as `ARG_<NAME>` in its canonical form (a string as is, `1.0` and `1e0` as `1`), so
 /// two spellings of one call (one hash, one ticket, one approval) cannot run differently.
-/// Fails only for arguments that have no plan hash (integers past 2^53), which the ticket
-/// check has refused already.
-pub fn job_for(tool: &Tool, arguments: Option<&Map<String, Value>>, job_id: &str) -> Result<JobSpec, PlanError> {
+/// Fails for arguments that have no plan hash (integers past 2^53), which the ticket check has
+/// refused already, and for a top-level string holding a NUL, which no environment variable
+/// can carry (the gateway refuses those too): a tool never runs with an argument missing.
+pub fn job_for(tool: &Tool, arguments: Option<&Map<String, Value>>, job_id: &str) -> Result<JobSpec, JobError> {
     let json = canonical_arguments(arguments)?;
     let mut env = vec![
         ("PORTCULLIS_TOOL".to_owned(), tool.name.clone()),
@@ -32,7 +33,10 @@ pub fn job_for(tool: &Tool, arguments: Option<&Map<String, Value>>, job_id: &str
             Value::Number(_) | Value::Bool(_) => canonicalize(value)?,
             _ => continue,
         };
-        if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !scalar.contains('\0') {
+        if scalar.contains('\0') {
+            return Err(JobError::Nul(key.clone()));
+        }
+        if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             env.push((format!("ARG_{}", key.to_ascii_uppercase()), scalar));
         }
     }
@@ -45,6 +49,14 @@ pub fn job_for(tool: &Tool, arguments: Option<&Map<String, Value>>, job_id: &str
         timeout: Duration::from_secs(local.timeout_seconds),
         max_output_bytes: local.max_output_bytes,
     })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("arguments cannot be canonicalized: {0}")]
+    Plan(#[from] PlanError),
+    #[error("argument {0:?} contains a NUL character, which a tool's environment cannot carry")]
+    Nul(String),
 }
 
 /// The text a caller sees: stdout, then stderr and the exit status when they say something.
@@ -108,6 +120,15 @@ mod tests {
             assert_eq!(env_of(&job, "ARG_RATIO"), Some("0.5"), "for {text}");
             assert_eq!(env_of(&job, "ARG_NAMESPACE"), Some("a\u{1f}b"), "strings reach ARG_* unquoted");
         }
+    }
+
+    /// A NUL cannot travel in an environment variable: the call is refused, never run with
+    /// the argument left out.
+    #[test]
+    fn a_nul_in_a_top_level_string_refuses_the_job() {
+        let a = args(r#"{"namespace":"default\u0000x","pod":"p","lines":1}"#);
+        let err = job_for(&tail_logs(), Some(&a), "j").unwrap_err();
+        assert!(matches!(err, JobError::Nul(ref name) if name == "namespace"), "{err}");
     }
 
     #[test]

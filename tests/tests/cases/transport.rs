@@ -174,7 +174,7 @@ async fn an_upstream_error_that_is_not_jsonrpc_is_restated_as_one() {
     let m: Value = r.json().await.unwrap();
     assert_eq!(m["jsonrpc"], "2.0", "{m}");
     assert_eq!(m["error"]["code"], -32600, "{m}");
-    assert!(m["error"]["message"].as_str().unwrap().starts_with("upstream answered HTTP 400"), "{m}");
+    assert!(m["error"]["message"].as_str().unwrap().starts_with("request failed with HTTP 400"), "{m}");
 }
 
 #[tokio::test]
@@ -230,4 +230,54 @@ async fn every_request_leaves_its_decision_in_the_access_log() {
     assert_eq!(rec["user"], "alice", "{line}");
     let text = line.to_string();
     assert!(!text.contains(&bearer) && !text.contains("eyJ"), "a token in the access log: {line}");
+}
+
+#[tokio::test]
+async fn only_the_mcp_endpoint_is_decided_and_forwarded() {
+    let s = stack();
+    let http = s.http_client(Some("reader"));
+    let base = s.url();
+    let root = base.trim_end_matches("/mcp");
+    for path in ["/x", "/MCP", "/mcp;x", "/mcp?x=1", "/mcp/"] {
+        let ua = unique_agent("path");
+        let url = format!("{root}{path}");
+        let r = post(&http, &url, None, &[("user-agent", ua.as_str())], &tools_call(21, "word_count", json!({"text": "a"}))).await.unwrap();
+        assert_eq!(r.status, 404, "{path}: {}", r.text);
+        assert_eq!(r.error_code(), Some(-32600), "{path}: {}", r.text);
+        let (line, record) = access_log(s, &ua);
+        assert!(line["upstream_host"].is_null(), "{path} forwarded: {line}");
+        assert_eq!(record["outcome"], "invalid", "{path}: {line}");
+    }
+}
+
+#[tokio::test]
+async fn a_nul_in_an_argument_is_refused_before_policy() {
+    let s = stack();
+    let http = s.http_client(Some("reader"));
+    let session = open_session(&http, &s.url()).await.unwrap();
+    let r = post(&http, &s.url(), Some(&session), &[], &tools_call(22, "word_count", json!({"text": "a\u{0}b"}))).await.unwrap();
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.message["id"], 22, "{}", r.text);
+    assert_eq!(r.error_code(), Some(-32602), "{}", r.text);
+    assert_eq!(r.message["error"]["data"]["path"], "/text", "{}", r.text);
+}
+
+#[tokio::test]
+async fn the_id_is_recovered_from_a_body_that_does_not_parse() {
+    let s = stack();
+    let http = s.http_client(Some("reader"));
+    let mut body = br#"{"jsonrpc":"2.0","id":31,"method":"tools/call","params":{"name":"word_count","arguments":{"text":""#.to_vec();
+    body.extend_from_slice(b"\xff\"}}}");
+    let r = http
+        .post(s.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["id"], 31, "{m}");
+    assert_eq!(m["error"]["code"], -32700, "{m}");
 }
