@@ -16,7 +16,7 @@
 #     filter with a real configuration is exercised by `portcullis up` and the e2e tests.
 #
 # `portcullis up` does not run the template as is: it moves the portcullis filter's config into
-# a file that Envoy reads by ECDS (runner/src/envoy_config.rs split_for_ecds), so that policy
+# a file that Envoy reads by ECDS (runner/src/devstack/envoy_config.rs split_for_ecds), so that policy
 # changes reach a running Envoy. Each config is therefore validated twice: as checked in, and in
 # that ECDS form (the filter a config_discovery on a file holding a DiscoveryResponse with the
 # filter's TypedExtensionConfig). Validate mode checks that form's bootstrap and that the ECDS
@@ -36,7 +36,7 @@ FILTER_WASM=target/wasm32-wasip1/wasm/portcullis_filter.wasm
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'validate-envoy.sh: error: %s\n' "$*" >&2; exit 1; }
 
-# Same order as runner/src/envoy_config.rs find_envoy.
+# Same order as runner/src/devstack/envoy_config.rs find_envoy.
 if [[ -n "${PORTCULLIS_ENVOY:-}" ]]; then
     ENVOY="$(command -v -- "$PORTCULLIS_ENVOY" || true)"
     [[ -n "$ENVOY" && -x "$ENVOY" ]] || die "PORTCULLIS_ENVOY=$PORTCULLIS_ENVOY is not an executable"
@@ -96,7 +96,7 @@ PYTHON=.venv/bin/python
     || die "Python with PyYAML not found (needed for the ECDS form); run scripts/setup.sh"
 
 # The ECDS form of bootstrap $1, written to $2, its filter config to the ECDS file $3; the same
-# transformation as split_for_ecds + ecds_response in runner/src/envoy_config.rs.
+# transformation as split_for_ecds + ecds_response in runner/src/devstack/envoy_config.rs.
 ecds_form() {
     "$PYTHON" - "$1" "$2" "$3" <<'PY'
 import json, sys, yaml

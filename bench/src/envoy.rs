@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use portcullis_runner::certs::DevPki;
-use portcullis_runner::envoy_config::{self, render, EnvoyParams};
+use portcullis_runner::devstack::certs::DevPki;
+use portcullis_runner::devstack::envoy_config::{self, render, EnvoyParams};
 use serde_yaml::Value;
 
 use crate::procs::Proc;

@@ -38,7 +38,7 @@ enum Command {
         #[arg(long)]
         listen: SocketAddr,
         #[command(flatten)]
-        tls: portcullis_runner::tls::ServerTlsArgs,
+        tls: portcullis_runner::service::tls::ServerTlsArgs,
         #[arg(long)]
         gateway_id: String,
     },

@@ -3,7 +3,7 @@
 //!
 //! It runs as its own process (`portcullis-bench __responder`) so that its CPU and memory are
 //! not mixed with the load generator's, and it serves TLS exactly like the runner: the same
-//! `portcullis_runner::tls::{server_config, bind}` (the runner's certificate; only clients presenting
+//! `portcullis_runner::service::tls::{server_config, bind}` (the runner's certificate; only clients presenting
 //! the gateway's SPIFFE ID get in), the same axum-server stack, a default multi-threaded
 //! tokio runtime.
 
@@ -13,7 +13,7 @@ use anyhow::Result;
 use axum::body::Bytes;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use portcullis_runner::tls;
+use portcullis_runner::service::tls;
 
 /// What the responder sends back for every request: a successful tools/call result.
 pub const RESPONSE: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"13"}],"isError":false}}"#;

@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
-use portcullis_runner::certs::{self, DevPki};
+use portcullis_runner::devstack::certs::{self, DevPki};
 use portcullis_runner::sandbox::JobSpec;
-use portcullis_runner::up::{DEV_AGENTS, TRUST_DOMAIN};
-use portcullis_runner::{bundle, tools};
+use portcullis_runner::devstack::up::{DEV_AGENTS, TRUST_DOMAIN};
+use portcullis_runner::devstack::bundle;
+use portcullis_runner::service::tools;
 
 use crate::envoy::{self, Envoy, RenderInput, Variant};
 use crate::load::{self, Agent, Call, Minter, Outcome};
@@ -178,7 +179,7 @@ fn prepare(opts: &Options) -> Result<Ctx> {
     }
     std::fs::create_dir_all(&state)?;
     let pki = certs::ensure(&state.join("certs"), TRUST_DOMAIN, DEV_AGENTS).context("dev PKI")?;
-    let users = portcullis_runner::users::dev_users_config(&pki.user_issuer)?;
+    let users = portcullis_runner::devstack::users::dev_users_config(&pki.user_issuer)?;
     let plugin_config = bundle::plugin_config(&root.join("policies"), &root.join("catalog/example.yaml"), &pki.ticket_signing_key, &users)?;
     let reader = pki.agent("reader").context("no reader agent in the dev PKI")?;
     let reader_tls = crate::http::tls_config(&std::fs::read(&pki.ca_cert)?, &std::fs::read(&reader.cert)?, &std::fs::read(&reader.key)?)?;

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use portcullis_runner::up;
+use portcullis_runner::devstack::up;
 use portcullis_runner::sandbox::{Backend, JobSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

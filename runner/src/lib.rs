@@ -1,15 +1,13 @@
 //! Portcullis runner library: the modules of the `portcullis` binary, also used by its tests.
+//!
+//! - [`service`]: the runner itself, `portcullis serve`: the MCP server for approved calls,
+//!   the admission of gateway credentials (tickets, caller assertions, sessions), turning a
+//!   call into a job, and its TLS.
+//! - [`sandbox`]: the execution backends behind one trait (local Linux namespaces today).
+//! - [`devstack`]: the operator's tooling around it: `up` (Envoy + filter + runner on one
+//!   machine, with hot reload), dev certificates and users, the rendered Envoy config, the
+//!   plugin configuration bundle, and `policy test`/`policy eval`.
 
-pub mod certs;
-pub mod envoy_config;
-pub mod policy_cli;
-pub mod reload;
+pub mod devstack;
 pub mod sandbox;
-pub mod bundle;
-pub mod replay;
-pub mod serve;
-pub mod session_guard;
-pub mod tls;
-pub mod tools;
-pub mod up;
-pub mod users;
+pub mod service;

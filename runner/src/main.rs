@@ -10,8 +10,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use portcullis_runner::sandbox;
-use portcullis_runner::up::{self, UpOptions, DEV_AGENTS, TRUST_DOMAIN};
-use portcullis_runner::{bundle, certs, serve, tls, users};
+use portcullis_runner::devstack::up::{self, UpOptions, DEV_AGENTS, TRUST_DOMAIN};
+use portcullis_runner::devstack::{bundle, certs, users};
+use portcullis_runner::service::{serve, tls};
 
 #[derive(Parser)]
 #[command(name = "portcullis", version, about = "Least-privilege gateway runner for AI agents")]
@@ -110,7 +111,7 @@ enum Command {
         /// Comma-separated groups.
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
-        #[arg(long, default_value = portcullis_runner::users::DEV_AUDIENCE)]
+        #[arg(long, default_value = portcullis_runner::devstack::users::DEV_AUDIENCE)]
         aud: String,
         /// Seconds until the token expires (negative: already expired).
         #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
@@ -249,7 +250,7 @@ fn run(command: Command) -> Result<ExitCode> {
             }
         }
         Command::Policy { command: PolicyCommand::Eval { input, policies, catalog, json } } => {
-            return portcullis_runner::policy_cli::eval_command(&input, &policies, &catalog, json);
+            return portcullis_runner::devstack::policy_cli::eval_command(&input, &policies, &catalog, json);
         }
         Command::SandboxInit { .. } => bail!("__sandbox-init is internal"),
     }

@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use portcullis_runner::certs::{self, CertsError, DevPki};
-use portcullis_runner::envoy_config::{self, AdminAddress, EnvoyConfigError, EnvoyParams};
+use portcullis_runner::devstack::certs::{self, CertsError, DevPki};
+use portcullis_runner::devstack::envoy_config::{self, AdminAddress, EnvoyConfigError, EnvoyParams};
 use serde_yaml::Value;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;

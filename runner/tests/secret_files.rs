@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use portcullis_runner::{certs, reload};
+use portcullis_runner::devstack::{certs, reload};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 

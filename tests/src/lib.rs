@@ -58,7 +58,7 @@ impl Stack {
     pub fn start_with(extra_args: &[&str]) -> Stack {
         let state = tempfile::Builder::new().prefix("portcullis-e2e-").tempdir().expect("tempdir");
         let (listen, runner) = (free_port(), free_port());
-        let admin = state.path().join(portcullis_runner::up::ADMIN_SOCKET);
+        let admin = state.path().join(portcullis_runner::devstack::up::ADMIN_SOCKET);
         let root = repo_root();
         let stdout_log = state.path().join("up.log");
         let started = Instant::now();
@@ -157,7 +157,7 @@ impl Stack {
 
     /// A user token from this stack's dev issuer (the code behind `portcullis token`).
     pub fn user_token(&self, sub: &str, groups: &[&str], audience: &str, expires_in: i64) -> String {
-        use portcullis_runner::users::{mint, DevIssuer, TokenRequest};
+        use portcullis_runner::devstack::users::{mint, DevIssuer, TokenRequest};
         let groups = groups.iter().map(|g| (*g).to_owned()).collect();
         let request = TokenRequest { sub: sub.to_owned(), groups, audience: audience.to_owned(), expires_in };
         mint(&DevIssuer::in_dir(&self.certs()), &request).expect("user token")

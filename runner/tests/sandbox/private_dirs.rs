@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use portcullis_runner::sandbox::Backend;
-use portcullis_runner::up::{local_backend, JOB_HOST_ID};
+use portcullis_runner::devstack::up::{local_backend, JOB_HOST_ID};
 
 use super::{chain, euid, sh, stdout};
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use portcullis_e2e::mcp::post;
 use portcullis_e2e::{free_port, repo_root, wasm_path};
-use portcullis_runner::envoy_config::{find_envoy, process_env, render, AdminAddress, EnvoyParams};
+use portcullis_runner::devstack::envoy_config::{find_envoy, process_env, render, AdminAddress, EnvoyParams};
 
 use crate::stack;
 
@@ -29,7 +29,7 @@ fn bad_configs() -> Vec<(&'static str, String)> {
 #[tokio::test]
 async fn bad_plugin_configuration_refuses_to_start_and_fails_closed() {
     let s = stack();
-    let pki = portcullis_runner::certs::ensure(&s.certs(), "portcullis.local", &["reader", "operator", "intruder"]).unwrap();
+    let pki = portcullis_runner::devstack::certs::ensure(&s.certs(), "portcullis.local", &["reader", "operator", "intruder"]).unwrap();
     let template = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).unwrap();
     let envoy = find_envoy(&repo_root(), &process_env).unwrap();
     for (what, config) in bad_configs() {

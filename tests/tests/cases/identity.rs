@@ -6,7 +6,7 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis_e2e::mcp::{open_session, post, rmcp_client, tools_call, Reply};
 use portcullis_e2e::Stack;
-use portcullis_runner::users::{DevIssuer, DEV_AUDIENCE, DEV_ISSUER};
+use portcullis_runner::devstack::users::{DevIssuer, DEV_AUDIENCE, DEV_ISSUER};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{json, Value};
 
@@ -29,7 +29,7 @@ fn portcullis(args: &[&str]) -> std::process::Output {
 /// A token with the dev issuer's kid and claims, signed by another Ed25519 key.
 fn forged_token(s: &Stack) -> String {
     let other = tempfile::tempdir().unwrap();
-    let other = portcullis_runner::users::ensure(other.path()).unwrap();
+    let other = portcullis_runner::devstack::users::ensure(other.path()).unwrap();
     let jwks: Value = serde_json::from_str(&std::fs::read_to_string(DevIssuer::in_dir(&s.certs()).jwks).unwrap()).unwrap();
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = jwks["keys"][0]["kid"].as_str().map(str::to_owned);

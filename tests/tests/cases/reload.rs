@@ -34,7 +34,7 @@ fn copy_sources(dir: &Path) -> (PathBuf, PathBuf) {
             std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
         }
     }
-    let mut catalog = portcullis_runner::bundle::load_catalog_value(&repo_root().join("catalog/example.yaml")).unwrap();
+    let mut catalog = portcullis_runner::devstack::bundle::load_catalog_value(&repo_root().join("catalog/example.yaml")).unwrap();
     let slow = catalog["tools"]
         .as_array_mut()
         .unwrap()

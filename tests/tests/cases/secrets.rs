@@ -15,7 +15,7 @@ use crate::stack;
 /// The unprivileged user the checks run as (nobody).
 const OTHER_USER: &str = "65534";
 /// Files that may hold the ticket signing key: the key itself, and the filter's ECDS file.
-const KEY_HOLDERS: &[&str] = &["ticket-signing-key.pem", portcullis_runner::up::ECDS_FILE];
+const KEY_HOLDERS: &[&str] = &["ticket-signing-key.pem", portcullis_runner::devstack::up::ECDS_FILE];
 
 #[test]
 fn no_secret_is_readable_by_another_local_user() {
@@ -53,7 +53,7 @@ fn no_secret_is_readable_by_another_local_user() {
         }
     }
 
-    let ecds = state.join(portcullis_runner::up::ECDS_FILE);
+    let ecds = state.join(portcullis_runner::devstack::up::ECDS_FILE);
     let read = as_other_user(&["cat"], &[ecds.as_os_str().to_str().unwrap()]);
     if read.status.success() {
         problems.push(format!("user {OTHER_USER} read the ECDS file (the signing key)"));

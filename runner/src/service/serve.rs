@@ -3,7 +3,7 @@
 //! It answers initialize and tools/list from the catalog. A tools/call runs only after its
 //! gateway ticket is verified (signature, expiry, replay, plan hash, tool); then the tool runs
 //! in a fresh sandbox from the configured backend, which is destroyed before the reply.
-//! Before rmcp sees a request, the session guard ([`crate::session_guard`]) checks its gateway
+//! Before rmcp sees a request, the session guard ([`crate::service::session_guard`]) checks its gateway
 //! credential and that the session it names belongs to its caller.
 
 use std::sync::{Arc, RwLock};
@@ -22,10 +22,10 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::json;
 
-use crate::replay::ReplayGuard;
+use crate::service::replay::ReplayGuard;
 use crate::sandbox::Backend;
-use crate::session_guard::SessionGuard;
-use crate::tools::{job_for, render_output};
+use crate::service::session_guard::SessionGuard;
+use crate::service::tools::{job_for, render_output};
 
 /// JSON-RPC error code for a call refused by the runner's ticket check.
 pub const TICKET_REFUSED: i32 = -32002;
@@ -203,7 +203,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
     // Every request passes the session guard first: one gateway credential, own sessions only.
     let app = axum::Router::new()
         .nest_service("/mcp", service)
-        .layer(axum::middleware::from_fn_with_state(guard, crate::session_guard::check));
+        .layer(axum::middleware::from_fn_with_state(guard, crate::service::session_guard::check));
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {
@@ -211,6 +211,6 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
         h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     });
     tracing::info!(listen = %opts.listen, "runner listening (TLS, gateway client certificate required)");
-    crate::tls::bind(opts.listen, opts.tls).handle(handle).serve(app.into_make_service()).await?;
+    crate::service::tls::bind(opts.listen, opts.tls).handle(handle).serve(app.into_make_service()).await?;
     Ok(())
 }

@@ -85,7 +85,7 @@ mod tests {
     use super::*;
 
     fn tail_logs() -> Tool {
-        let catalog = crate::bundle::load_catalog(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../catalog/example.yaml"))).unwrap();
+        let catalog = crate::devstack::bundle::load_catalog(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../catalog/example.yaml"))).unwrap();
         catalog.get("tail_logs").unwrap().clone()
     }
 

@@ -13,11 +13,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-use crate::certs::{self, DevPki};
-use crate::envoy_config::{ecds_response, find_envoy, process_env, render, split_for_ecds, AdminAddress, EnvoyParams};
+use crate::devstack::certs::{self, DevPki};
+use crate::devstack::envoy_config::{ecds_response, find_envoy, process_env, render, split_for_ecds, AdminAddress, EnvoyParams};
 use crate::sandbox::local::LocalNamespaces;
-use crate::serve::{serve, ServeOptions, SharedCatalog};
-use crate::{reload, tls};
+use crate::service::serve::{serve, ServeOptions, SharedCatalog};
+use crate::devstack::reload;
+use crate::service::tls;
 
 pub const TRUST_DOMAIN: &str = "portcullis.local";
 /// Envoy's worker threads.
@@ -57,7 +58,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         bail!("the filter is not built: {} is missing (run `make build`)", opts.wasm.display());
     }
     let envoy_bin = find_envoy(&opts.root, &process_env)?;
-    let users = crate::users::users_config(opts.users.as_deref(), &pki.user_issuer)?;
+    let users = crate::devstack::users::users_config(opts.users.as_deref(), &pki.user_issuer)?;
     let sources = reload::Sources {
         policies: opts.policies.clone(),
         catalog: opts.catalog.clone(),
@@ -79,7 +80,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         pki: pki.clone(),
     };
     // The filter's config goes to Envoy by ECDS from this file, which exists (with the first
-    // config) before Envoy starts; later configs are moved onto it (crate::reload).
+    // config) before Envoy starts; later configs are moved onto it (crate::devstack::reload).
     let ecds_path = std::path::absolute(opts.state_dir.join(ECDS_FILE))?;
     let split = split_for_ecds(&render(&template, &params)?, &ecds_path)?;
     reload::write_ecds(&ecds_path, &ecds_response(&split.filter, &built.json, &built.version)?)?;

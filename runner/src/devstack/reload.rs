@@ -1,5 +1,5 @@
 //! Hot reload for `portcullis up`. Envoy takes the Portcullis filter's config by ECDS from a
-//! file (see [`crate::envoy_config::split_for_ecds`]); this module watches the policy dir and
+//! file (see [`crate::devstack::envoy_config::split_for_ecds`]); this module watches the policy dir and
 //! the catalog, and when they change builds a new plugin configuration, validates it natively
 //! (an invalid one is logged and never pushed: the running one stays), and moves a new ECDS
 //! file into place. Envoy then builds the new filter config; streams that already started
@@ -14,9 +14,9 @@ use anyhow::{Context, Result};
 use portcullis_core::catalog::Catalog;
 use portcullis_core::gateway::Gateway;
 
-use crate::bundle;
-use crate::envoy_config::ecds_response;
-use crate::serve::SharedCatalog;
+use crate::devstack::bundle;
+use crate::devstack::envoy_config::ecds_response;
+use crate::service::serve::SharedCatalog;
 
 /// How often the sources are checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -70,7 +70,7 @@ pub fn fingerprint(src: &Sources) -> u64 {
 /// Replaces the ECDS file atomically (the rename is the move Envoy's file watch reacts to), as a
 /// file only its owner can read: it carries the ticket signing key.
 pub fn write_ecds(path: &Path, contents: &str) -> Result<()> {
-    crate::certs::write_file(path, contents, crate::certs::KEY_MODE).map_err(Into::into)
+    crate::devstack::certs::write_file(path, contents, crate::devstack::certs::KEY_MODE).map_err(Into::into)
 }
 
 /// Watches the sources and pushes each valid change to Envoy through the ECDS file.

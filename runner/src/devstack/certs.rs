@@ -11,7 +11,7 @@
 //! agents/<name>-bundle.pem               key + cert in one file (e.g. reqwest::Identity::from_pem)
 //! ticket-signing-key.pem                 Ed25519 PKCS#8 private key ("BEGIN PRIVATE KEY")
 //! ticket-signing-pub.pem                 Ed25519 SPKI public key ("BEGIN PUBLIC KEY")
-//! users/idp.key.pem, users/jwks.json     dev user-token issuer (see crate::users)
+//! users/idp.key.pem, users/jwks.json     dev user-token issuer (see crate::devstack::users)
 //! ```
 //!
 //! [`ensure`] is idempotent: a complete, consistent, unexpired set is reused byte for byte, and
@@ -86,7 +86,7 @@ pub struct DevPki {
     pub ticket_signing_key: PathBuf,
     pub ticket_public_key: PathBuf,
     /// The dev issuer of user tokens.
-    pub user_issuer: crate::users::DevIssuer,
+    pub user_issuer: crate::devstack::users::DevIssuer,
 }
 
 impl DevPki {
@@ -202,7 +202,7 @@ pub fn ensure(dir: &Path, trust_domain: &str, agents: &[&str]) -> Result<DevPki,
         }
         identities.push(id);
     }
-    let user_issuer = crate::users::ensure(&layout.dir)?;
+    let user_issuer = crate::devstack::users::ensure(&layout.dir)?;
 
     Ok(DevPki {
         dir: layout.dir,

@@ -9,7 +9,7 @@ use portcullis_core::authz::{Authorizer, Decision, PolicyBundle};
 use portcullis_core::catalog::Catalog;
 use serde_json::Value;
 
-use crate::bundle;
+use crate::devstack::bundle;
 
 /// Exit status of `policy eval` for an allowed request.
 pub const EXIT_ALLOWED: u8 = 0;

@@ -24,7 +24,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::{json, Value};
 
-use crate::serve::TICKET_REFUSED;
+use crate::service::serve::TICKET_REFUSED;
 
 /// Largest POST body buffered here (the gateway's own limit is 1 MiB by default).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
-use crate::certs::DevPki;
+use crate::devstack::certs::DevPki;
 
 /// Names in the template that rendering relies on.
 pub const LISTENER_NAME: &str = "portcullis_mtls";
@@ -42,7 +42,7 @@ pub struct EnvoyParams {
     pub wasm_path: PathBuf,
     /// The filter's configuration, a JSON document passed to it verbatim.
     pub plugin_config_json: String,
-    /// Certificates, keys and CA, absolute (as [`crate::certs::ensure`] returns them).
+    /// Certificates, keys and CA, absolute (as [`crate::devstack::certs::ensure`] returns them).
     pub pki: DevPki,
 }
 

@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis_core::userjwt::{IssuerConfig, UsersConfig, DEFAULT_LEEWAY_SECONDS};
 use serde_json::{json, Value};
 
-use crate::certs::{self, CertsError};
+use crate::devstack::certs::{self, CertsError};
 
 pub const DEV_ISSUER: &str = "https://idp.portcullis.local";
 pub const DEV_AUDIENCE: &str = "portcullis";

@@ -1,0 +1,7 @@
+//! The runner service (`portcullis serve`): what runs in production beside the gateway.
+
+pub mod replay;
+pub mod serve;
+pub mod session_guard;
+pub mod tls;
+pub mod tools;
