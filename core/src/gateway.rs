@@ -120,9 +120,7 @@ impl Gateway {
     /// The rejection for a body that grew past the limit before it was fully buffered;
     /// `prefix` (its first bytes) may still name the request id to answer.
     pub fn reject_oversized(&self, size: usize, prefix: &[u8]) -> Rejection {
-        let mut rejection = parse_rejection(&StrictJsonError::TooLarge { size, limit: self.limits.max_body_bytes }, &[]);
-        rejection.id = jsonrpc::scan_id(prefix);
-        rejection
+        parse_rejection(&StrictJsonError::TooLarge { size, limit: self.limits.max_body_bytes }, prefix)
     }
 
     /// The rejection for a request that ended in trailers. MCP's Streamable HTTP never sends
@@ -163,9 +161,7 @@ impl Gateway {
         let method = message.method.name().to_owned();
         record.method = Some(method.clone());
 
-        let workload = ctx.peer_uri_san.and_then(Workload::from_spiffe_id).ok_or_else(|| {
-            Rejection::new(RejectKind::Denied, 403, DENIED, "no verified SPIFFE workload identity on this connection", id.clone())
-        })?;
+        let workload = ctx.peer_uri_san.and_then(Workload::from_spiffe_id).ok_or_else(|| no_workload(id.clone()))?;
 
         // A missing or invalid token is never a user; policy sees why instead.
         let verified = self.users.verify(ctx.authorization, ctx.now_unix);
@@ -314,6 +310,11 @@ fn parse_rejection(e: &StrictJsonError, body: &[u8]) -> Rejection {
     Rejection::new(RejectKind::Invalid, status, code, format!("parse error: {e}"), id)
 }
 
+/// The refusal of a connection without a workload identity the proxy verified.
+fn no_workload(id: Option<Id>) -> Rejection {
+    Rejection::new(RejectKind::Denied, 403, DENIED, "no verified SPIFFE workload identity on this connection", id)
+}
+
 fn rpc_rejection(e: &RpcError, id: Option<Id>) -> Rejection {
     let code = match e {
         RpcError::InvalidParams(_) => INVALID_PARAMS,
@@ -353,7 +354,7 @@ pub fn check_transport(path: &str, http_method: &str, content_type: Option<&str>
         }
         "GET" | "DELETE" => match peer_uri_san.and_then(Workload::from_spiffe_id) {
             Some(_) => Ok(Transport::IdentityOnly),
-            None => Err(Rejection::new(RejectKind::Denied, 403, DENIED, "no verified SPIFFE workload identity on this connection", None)),
+            None => Err(no_workload(None)),
         },
         other => Err(Rejection::new(RejectKind::Invalid, 405, INVALID_REQUEST, format!("HTTP method {other} is not part of MCP Streamable HTTP"), None)),
     }

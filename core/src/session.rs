@@ -78,7 +78,7 @@ impl SessionSealer {
 
     /// The id the agent receives for the upstream's session `inner`: `inner.<mac>`.
     pub fn seal(&self, owner: &Owner, inner: &str) -> Result<String, SessionError> {
-        if inner.is_empty() || inner.len() > MAX_SESSION_ID_BYTES || !is_visible_ascii(inner) {
+        if !is_upstream_id(inner) {
             return Err(SessionError::BadUpstreamId);
         }
         use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -94,7 +94,7 @@ impl SessionSealer {
         use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         use base64::Engine;
         let (inner, tag) = outer.rsplit_once('.').ok_or(SessionError::Unknown)?;
-        if inner.is_empty() || inner.len() > MAX_SESSION_ID_BYTES || !is_visible_ascii(inner) {
+        if !is_upstream_id(inner) {
             return Err(SessionError::Unknown);
         }
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| SessionError::Unknown)?;
@@ -105,6 +105,11 @@ impl SessionSealer {
         mac.verify_truncated_left(&tag).map_err(|_| SessionError::Unknown)?;
         Ok(inner)
     }
+}
+
+/// The form of an upstream session id the gateway seals: non-empty, bounded, visible ASCII.
+fn is_upstream_id(inner: &str) -> bool {
+    !inner.is_empty() && inner.len() <= MAX_SESSION_ID_BYTES && is_visible_ascii(inner)
 }
 
 /// MCP: a session id contains only visible ASCII (0x21 to 0x7E).

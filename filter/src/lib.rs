@@ -242,14 +242,7 @@ impl HttpContext for Filter {
         }
         // The body callbacks never saw its end: this request ends here, undecided. Refuse it
         // (with its id, when the buffered body names one) rather than let it pass.
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, ID_SCAN_BYTES).ok().flatten().unwrap_or_default();
-        match &self.gateway {
-            Some(gateway) => {
-                let rejection = gateway.reject_trailers(&body);
-                self.reject(&rejection)
-            }
-            None => self.reject(&not_configured()),
-        }
+        self.reject_on_prefix(Gateway::reject_trailers)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -395,14 +388,18 @@ impl Filter {
     }
 
     fn decide_oversized(&mut self, size: usize) -> Action {
+        self.reject_on_prefix(|gateway, prefix| gateway.reject_oversized(size, prefix))
+    }
+
+    /// Refuses a request that will not be read whole; the first bytes buffered may still name
+    /// its id.
+    fn reject_on_prefix(&mut self, rejection: impl FnOnce(&Gateway, &[u8]) -> Rejection) -> Action {
         let prefix = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, ID_SCAN_BYTES).ok().flatten().unwrap_or_default();
-        match &self.gateway {
-            Some(gateway) => {
-                let rejection = gateway.reject_oversized(size, &prefix);
-                self.reject(&rejection)
-            }
-            None => self.reject(&not_configured()),
-        }
+        let rejection = match &self.gateway {
+            Some(gateway) => rejection(gateway, &prefix),
+            None => not_configured(),
+        };
+        self.reject(&rejection)
     }
 }
 

@@ -2,7 +2,7 @@
 //! credential that names its caller to the runner.
 
 use crate::caller::{CallerClaims, CALLER_AUDIENCE};
-use crate::error::{RejectKind, Rejection, DENIED, INTERNAL_ERROR};
+use crate::error::{RejectKind, Rejection, INTERNAL_ERROR};
 use crate::jsonrpc::Id;
 use crate::session::{session_hash, unknown_session, Owner, SessionError};
 
@@ -55,9 +55,7 @@ impl Gateway {
     /// Admits a body-less request (Streamable HTTP's GET stream or DELETE): the caller must
     /// have a workload identity, and a session it names must be its own.
     pub fn admit_without_body(&self, http_method: &str, ctx: RequestContext<'_>) -> Result<Forward, Rejection> {
-        let workload = ctx.peer_uri_san.and_then(Workload::from_spiffe_id).ok_or_else(|| {
-            Rejection::new(RejectKind::Denied, 403, DENIED, "no verified SPIFFE workload identity on this connection", None)
-        })?;
+        let workload = ctx.peer_uri_san.and_then(Workload::from_spiffe_id).ok_or_else(|| super::no_workload(None))?;
         let verified = self.users.verify(ctx.authorization, ctx.now_unix);
         let owner = Owner::new(&workload.spiffe_id, verified.as_ref().ok());
         let session = self.open_session(&owner, ctx.session_id, &None)?;
