@@ -1,5 +1,6 @@
-//! A raw HTTP/2 client (the `h2` crate over rustls with an agent certificate) for what no MCP
-//! client sends but an attacker can: a request that ends in trailers, or one reset midway.
+//! Raw clients (the `h2` crate, or HTTP/1.1 bytes, over rustls with an agent certificate) for
+//! what no MCP client sends but an attacker can: a request that ends in trailers, or one reset
+//! or cut off midway.
 
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ impl RawReply {
 /// Sends one request on a fresh HTTP/2 connection to the gateway as `agent`. `body` goes out
 /// as DATA frames of at most `chunk` bytes, none of them with END_STREAM unless `end` is Body.
 pub async fn send(stack: &Stack, agent: &str, method: &str, headers: &[(&str, &str)], body: &[u8], end: End) -> anyhow::Result<Option<RawReply>> {
-    let tls = connect(stack, agent).await?;
+    let tls = connect(stack, agent, b"h2").await?;
     let (client, connection) = h2::client::handshake(tls).await?;
     tokio::spawn(async move {
         let _ = connection.await;
@@ -81,8 +82,24 @@ pub async fn send(stack: &Stack, agent: &str, method: &str, headers: &[(&str, &s
     Ok(Some(RawReply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }))
 }
 
-/// A TLS connection to the gateway presenting `agent`'s certificate, with ALPN h2 only.
-async fn connect(stack: &Stack, agent: &str) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+/// Writes `raw` (a whole HTTP/1.1 request, or the start of one) on a fresh connection as
+/// `agent`, closes the connection at once with `cut_off` (Envoy then drops the request), and
+/// returns everything the gateway answered.
+pub async fn send_http1(stack: &Stack, agent: &str, raw: &[u8], cut_off: bool) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = connect(stack, agent, b"http/1.1").await?;
+    tls.write_all(raw).await?;
+    tls.flush().await?;
+    if cut_off {
+        tls.shutdown().await?;
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read_to_end(&mut answer)).await;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// A TLS connection to the gateway presenting `agent`'s certificate, with ALPN `alpn` only.
+async fn connect(stack: &Stack, agent: &str, alpn: &[u8]) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     for cert in pem_certs(&std::fs::read(stack.certs().join("ca.pem"))?)? {
@@ -93,10 +110,10 @@ async fn connect(stack: &Stack, agent: &str) -> anyhow::Result<tokio_rustls::cli
     let key = rustls::pki_types::pem::PemObject::from_pem_slice(&identity).map_err(|e| anyhow::anyhow!("agent key: {e:?}"))?;
     let key: PrivateKeyDer<'static> = key;
     let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(stack.listen).await?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost")?.to_owned(), tcp).await?;
-    anyhow::ensure!(tls.get_ref().1.alpn_protocol() == Some(b"h2"), "the gateway did not negotiate HTTP/2");
+    anyhow::ensure!(tls.get_ref().1.alpn_protocol() == Some(alpn), "the gateway did not negotiate {}", String::from_utf8_lossy(alpn));
     Ok(tls)
 }
 

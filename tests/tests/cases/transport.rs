@@ -281,3 +281,37 @@ async fn the_id_is_recovered_from_a_body_that_does_not_parse() {
     assert_eq!(m["id"], 31, "{m}");
     assert_eq!(m["error"]["code"], -32700, "{m}");
 }
+
+/// The head of a raw HTTP/1.1 POST to the endpoint, its body framed by `framing` (header lines).
+fn http1_post(user_agent: &str, framing: &str) -> String {
+    format!("POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nuser-agent: {user_agent}\r\n{framing}\r\n\r\n")
+}
+
+/// Over HTTP/1.1 a chunked request may end in trailers: Envoy drops them before the filter, so
+/// the request ends with its body and is decided like any other; the trailer (here a forged
+/// ticket) never reaches the runner.
+#[tokio::test]
+async fn an_http1_request_ending_in_trailers_is_decided() {
+    let s = stack();
+    let ua = unique_agent("h1-trailers");
+    let raw = format!("{}{:x}\r\n{INIT}\r\n0\r\nx-portcullis-ticket: forged\r\n\r\n", http1_post(&ua, "transfer-encoding: chunked\r\nconnection: close"), INIT.len());
+    let answer = h2raw::send_http1(s, "intruder", raw.as_bytes(), false).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    assert_eq!(portcullis_e2e::mcp::message_of(body)["id"], "init-t", "{answer}");
+    let (line, record) = access_log(s, &ua);
+    assert_eq!(record["outcome"], "denied", "{line}");
+    assert!(line["upstream_host"].is_null(), "forwarded: {line}");
+}
+
+/// Over HTTP/1.1 a request cut off midway (the client closes) reaches nothing.
+#[tokio::test]
+async fn an_http1_request_cut_off_midway_reaches_nothing_and_is_logged() {
+    let s = stack();
+    let ua = unique_agent("h1-cut");
+    let raw = format!("{}{}", http1_post(&ua, &format!("content-length: {}", INIT.len())), &INIT[..INIT.len() / 2]);
+    let _ = h2raw::send_http1(s, "reader", raw.as_bytes(), true).await.unwrap();
+    let (line, record) = access_log(s, &ua);
+    assert!(line["upstream_host"].is_null(), "forwarded: {line}");
+    assert_eq!(record["outcome"], "incomplete", "{line}");
+}
