@@ -18,6 +18,10 @@ operator := workload("agents", "operator")
 
 intruder := workload("agents", "intruder")
 
+console := workload("agents", "console")
+
+dana := {"sub": "carol", "iss": "https://idp.portcullis.local", "groups": ["approvers"], "claims": {}}
+
 ci := workload("ci", "deploy")
 
 alice := {"sub": "alice", "iss": "https://idp.portcullis.local", "groups": ["sre"], "claims": {}}
@@ -314,7 +318,28 @@ test_visible_tools_for_three_identities if {
 	r := authz.decision with input as rpc(reader, null, "tools/list", monday_10)
 	r.visible_tools == ["inspect_sandbox", "list_pods", "word_count"]
 	o := authz.decision with input as rpc(operator, alice, "tools/list", monday_10)
-	o.visible_tools == ["apply_config", "deploy_release", "inspect_sandbox", "list_pods", "plan_release", "restart_deployment", "tail_logs", "word_count"]
+	o.visible_tools == ["apply_config", "apply_release", "deploy_release", "inspect_sandbox", "list_pods", "plan_release", "restart_deployment", "tail_logs", "word_count"]
 	i := authz.decision with input as rpc(intruder, null, "tools/list", monday_10)
 	i.visible_tools == []
+}
+
+# Approvals are decided by people: a user in group approvers, through the approval console's
+# workload. The console alone (no user), an agent's workload carrying an approver's token, and a
+# user without the group are each denied. (The runner refuses the requester's own user.)
+test_only_approvers_from_the_console_decide_approvals if {
+	decide := {"id": "apr_00000000000000000000000000000000", "decision": "approve"}
+	ok := authz.decision with input as call(console, dana, "approvals_decide", decide, monday_10)
+	ok.allow
+	not ok.require_approval
+	no_user := authz.decision with input as call(console, null, "approvals_decide", decide, monday_10)
+	not no_user.allow
+	"user.required" in no_user.rule_ids
+	agent := authz.decision with input as call(operator, dana, "approvals_decide", decide, monday_10)
+	not agent.allow
+	"tools.not_permitted" in agent.rule_ids
+	not_approver := authz.decision with input as call(console, alice, "approvals_decide", decide, monday_10)
+	not not_approver.allow
+	"user.not_permitted" in not_approver.rule_ids
+	l := authz.decision with input as rpc(console, dana, "tools/list", monday_10)
+	l.visible_tools == ["approvals_decide", "approvals_list", "approvals_show"]
 }

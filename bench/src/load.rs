@@ -124,6 +124,7 @@ impl Minter {
             sub: self.sub.clone(),
             user: None,
             user_iss: None,
+            groups: Vec::new(),
             session: session.map(session_hash),
             tool: tool.to_owned(),
             plan_hash: portcullis_core::plan::plan_hash(tool, Some(arguments))?,

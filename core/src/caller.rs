@@ -110,6 +110,7 @@ mod tests {
             sub: caller.sub.clone(),
             user: None,
             user_iss: None,
+            groups: Vec::new(),
             session: caller.session.clone(),
             tool: "t".into(),
             plan_hash: "sha256:00".into(),

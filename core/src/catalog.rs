@@ -26,6 +26,41 @@ pub enum Kind {
     Plan,
     /// Makes a change.
     Apply,
+    /// Decides another caller's pending approval: run by the runner itself (`builtin`), for
+    /// people who hold the approver role, never for a workload alone.
+    Approval,
+}
+
+/// A tool the runner implements itself instead of running a command in a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    /// List the pending approvals.
+    ApprovalsList,
+    /// Show one approval: the call it is for, who asked, its state.
+    ApprovalsShow,
+    /// Approve or deny one pending approval.
+    ApprovalsDecide,
+}
+
+/// An apply tool that executes a stored plan: its `argument` cites the plan by the SHA-256 of
+/// its artifact, and the runner executes exactly that artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanUse {
+    /// The argument that holds the plan's hash (`sha256:<hex>`).
+    #[serde(default = "default_plan_argument")]
+    pub argument: String,
+    /// The plan tools whose plans this tool may apply.
+    pub from: Vec<String>,
+    /// Arguments that must have the same value in the apply as in the plan's call: the target
+    /// the plan was made for (a plan for staging never applies to production).
+    #[serde(default)]
+    pub target: Vec<String>,
+}
+
+fn default_plan_argument() -> String {
+    "plan".to_owned()
 }
 
 /// How the local (Linux namespaces) backend runs a tool.
@@ -47,10 +82,16 @@ fn default_max_output() -> usize {
     256 * 1024
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Execution {
     pub local: LocalExecution,
+}
+
+impl Default for LocalExecution {
+    fn default() -> Self {
+        Self { command: Vec::new(), timeout_seconds: default_timeout(), max_output_bytes: default_max_output() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +103,15 @@ pub struct Tool {
     pub risk: Risk,
     pub owner: String,
     pub input_schema: Map<String, Value>,
+    /// How a command tool runs; absent for a `builtin` tool.
+    #[serde(default)]
     pub execution: Execution,
+    /// Set for a tool the runner implements itself (the approval tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<Builtin>,
+    /// Set for an apply tool that executes a stored plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanUse>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +135,12 @@ pub enum CatalogError {
     BadSchema(String),
     #[error("tool {0:?}: execution.local.command must not be empty")]
     EmptyCommand(String),
+    #[error("tool {0:?}: a builtin tool has no execution section")]
+    BuiltinWithCommand(String),
+    #[error("tool {0:?}: kind approval and builtin go together (one without the other)")]
+    BuiltinKind(String),
+    #[error("tool {tool:?}: plan: {reason}")]
+    PlanUse { tool: String, reason: String },
     #[error("tool {tool:?}: input_schema: {error}")]
     Schema { tool: String, error: CompileError },
 }
@@ -123,13 +178,24 @@ impl Catalog {
             if tool.input_schema.get("type") != Some(&Value::from("object")) {
                 return Err(CatalogError::BadSchema(tool.name));
             }
-            if tool.execution.local.command.is_empty() {
-                return Err(CatalogError::EmptyCommand(tool.name));
+            match (tool.builtin, tool.kind) {
+                (Some(_), Kind::Approval) if tool.execution != Execution::default() => {
+                    return Err(CatalogError::BuiltinWithCommand(tool.name));
+                }
+                (Some(_), Kind::Approval) => {}
+                (Some(_), _) | (None, Kind::Approval) => return Err(CatalogError::BuiltinKind(tool.name)),
+                (None, _) if tool.execution.local.command.is_empty() => return Err(CatalogError::EmptyCommand(tool.name)),
+                (None, _) => {}
             }
             let schema = Schema::compile(&tool.input_schema).map_err(|error| CatalogError::Schema { tool: tool.name.clone(), error })?;
             schemas.insert(tool.name.clone(), schema);
             if let Some(dup) = tools.insert(tool.name.clone(), tool) {
                 return Err(CatalogError::Duplicate(dup.name));
+            }
+        }
+        for tool in tools.values() {
+            if let Some(plan) = &tool.plan {
+                check_plan_use(tool, plan, &tools)?;
             }
         }
         Ok(Self { tools, schemas })
@@ -168,3 +234,30 @@ impl Catalog {
         json!({ "tools": tools })
     }
 }
+
+/// An apply tool's `plan` section must name plan tools of this catalog, and arguments its
+/// input schema declares: the plan argument required, the targets declared.
+fn check_plan_use(tool: &Tool, plan: &PlanUse, tools: &BTreeMap<String, Tool>) -> Result<(), CatalogError> {
+    let fail = |reason: String| Err(CatalogError::PlanUse { tool: tool.name.clone(), reason });
+    if tool.kind != Kind::Apply {
+        return fail("only an apply tool applies plans".into());
+    }
+    if plan.from.is_empty() {
+        return fail("from names no plan tool".into());
+    }
+    for from in &plan.from {
+        if tools.get(from).map(|t| t.kind) != Some(Kind::Plan) {
+            return fail(format!("{from:?} is not a plan tool of this catalog"));
+        }
+    }
+    let declared = |name: &str| tool.input_schema.get("properties").and_then(|p| p.get(name)).is_some();
+    let required = tool.input_schema.get("required").and_then(Value::as_array).is_some_and(|r| r.iter().any(|n| n.as_str() == Some(&plan.argument)));
+    if !declared(&plan.argument) || !required {
+        return fail(format!("the plan argument {:?} must be a required property", plan.argument));
+    }
+    if let Some(target) = plan.target.iter().find(|t| !declared(t) || **t == plan.argument) {
+        return fail(format!("target argument {target:?} is not a property of the tool (or is the plan argument)"));
+    }
+    Ok(())
+}
+

@@ -220,6 +220,7 @@ impl Gateway {
                     sub: workload.spiffe_id.clone(),
                     user: verified.as_ref().ok().map(|u| u.sub.clone()),
                     user_iss: verified.as_ref().ok().map(|u| u.iss.clone()),
+                    groups: verified.as_ref().ok().map(|u| u.groups.clone()).unwrap_or_default(),
                     session: session.as_deref().map(session_hash),
                     tool: tool.to_owned(),
                     plan_hash: hash.clone(),

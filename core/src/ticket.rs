@@ -20,6 +20,10 @@ pub struct Claims {
     /// Issuer of the user token (set exactly when `user` is): a user is (issuer, subject).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_iss: Option<String>,
+    /// The verified user's groups (only with `user`): the runner checks the approver role on
+    /// its own before it takes an approval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     /// Hex SHA-256 of the MCP session id the call was made on; absent without a session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
@@ -178,6 +182,7 @@ mod tests {
             sub: "spiffe://td/ns/a/sa/b".into(),
             user: Some("alice".into()),
             user_iss: Some("https://idp".into()),
+            groups: Vec::new(),
             session: Some("00".repeat(32)),
             tool: "t".into(),
             plan_hash: "sha256:00".into(),

@@ -274,6 +274,7 @@ fn bench_all(c: &mut Criterion) {
         sub: READER.into(),
         user: None,
         user_iss: None,
+        groups: Vec::new(),
         session: None,
         tool: "word_count".into(),
         plan_hash: allow[0].hash.clone(),

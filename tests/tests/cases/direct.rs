@@ -47,6 +47,7 @@ fn claims(tool: &str, args: &Value, exp_offset: i64) -> Claims {
         sub: OPERATOR.into(),
         user: None,
         user_iss: None,
+        groups: Vec::new(),
         session: None,
         tool: tool.into(),
         plan_hash: plan_hash(tool, args.as_object()).unwrap(),
