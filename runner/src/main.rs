@@ -22,6 +22,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum PlansAction {
+    /// Verify every plan in a plan directory.
+    Verify {
+        #[arg(long, default_value = ".portcullis/runner/plans")]
+        dir: PathBuf,
+        /// The runner's Ed25519 public key (SPKI PEM).
+        #[arg(long, default_value = ".portcullis/certs/runner-signing-key.pub.pem")]
+        public_key: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Start dev certificates, the runner and Envoy with the filter; stop on Ctrl-C.
     Up {
@@ -54,6 +66,8 @@ enum Command {
         /// "jwks", "leeway_seconds"}]}`. Default: the dev issuer in <state-dir>/certs/users.
         #[arg(long)]
         users: Option<PathBuf>,
+        #[command(flatten)]
+        control: serve::ControlArgs,
     },
     /// Run the runner's MCP server (TLS; only the gateway's client certificate is accepted).
     Serve {
@@ -71,6 +85,14 @@ enum Command {
         /// SPIFFE ID the gateway's client certificate must carry (repeatable).
         #[arg(long, required = true)]
         gateway_id: Vec<String>,
+        /// The runner's durable state (plans, approvals, seen tickets); created 0700.
+        #[arg(long, default_value = "/var/lib/portcullis")]
+        state_dir: PathBuf,
+        /// The runner's Ed25519 key (PKCS#8 PEM) that signs plan statements.
+        #[arg(long)]
+        signing_key: PathBuf,
+        #[command(flatten)]
+        control: serve::ControlArgs,
     },
     /// Create (or reuse) a dev PKI: CA, gateway and runner certificates, agent identities.
     Certs {
@@ -119,6 +141,15 @@ enum Command {
     },
     /// Read one tools/call JSON-RPC request on stdin and print its plan hash.
     PlanHash,
+    /// Decide pending approvals through the gateway, as a person (approval console identity
+    /// and your user token).
+    Approvals(portcullis_runner::approvals::cli::ApprovalsArgs),
+    /// Check stored plans offline: each artifact against its name (SHA-256) and its signed
+    /// statements against the runner's public key.
+    Plans {
+        #[command(subcommand)]
+        action: PlansAction,
+    },
     /// Policy tooling.
     Policy {
         #[command(subcommand)]
@@ -185,11 +216,11 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users } => {
-            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users };
+        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control } => {
+            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control };
             runtime()?.block_on(up::up(opts))?;
         }
-        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id } => {
+        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, control } => {
             let exe = std::env::current_exe()?;
             sandbox::local::host_supports_namespaces().context("the local sandbox backend cannot run here")?;
             let opts = serve::ServeOptions {
@@ -200,6 +231,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 tls: tls.server_config(gateway_id)?,
                 backend: Arc::new(up::local_backend(exe)),
                 json_response: false,
+                control: control.options(state_dir, std::fs::read(&signing_key).with_context(|| format!("reading {}", signing_key.display()))?),
             };
             runtime()?.block_on(serve::serve(opts, async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -230,6 +262,18 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Token { certs, sub, groups, aud, expires_in } => {
             let request = users::TokenRequest { sub, groups, audience: aud, expires_in };
             println!("{}", users::mint(&users::DevIssuer::in_dir(&certs), &request)?);
+        }
+        Command::Approvals(args) => runtime()?.block_on(portcullis_runner::approvals::cli::run(args))?,
+        Command::Plans { action: PlansAction::Verify { dir, public_key } } => {
+            let key = portcullis_runner::plans::key::parse_public(&std::fs::read(&public_key).with_context(|| format!("reading {}", public_key.display()))?)?;
+            let report = portcullis_runner::plans::verify_dir(&dir, &key).with_context(|| format!("reading {}", dir.display()))?;
+            for problem in &report.problems {
+                eprintln!("portcullis plans verify: {problem}");
+            }
+            if !report.problems.is_empty() {
+                bail!("{} problem(s) in {} plan artifact(s)", report.problems.len(), report.artifacts);
+            }
+            println!("ok: {} plan artifact(s), {} signed statement(s)", report.artifacts, report.statements);
         }
         Command::PlanHash => {
             let mut body = Vec::new();

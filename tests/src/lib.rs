@@ -47,6 +47,7 @@ pub struct Stack {
     pub state: tempfile::TempDir,
     pub ready_after: Duration,
     stdout_log: PathBuf,
+    args: Vec<String>,
 }
 
 impl Stack {
@@ -57,11 +58,29 @@ impl Stack {
 
     pub fn start_with(extra_args: &[&str]) -> Stack {
         let state = tempfile::Builder::new().prefix("portcullis-e2e-").tempdir().expect("tempdir");
-        let (listen, runner) = (free_port(), free_port());
+        let args = extra_args.iter().map(|a| (*a).to_owned()).collect();
+        Self::spawn(state, free_port(), free_port(), args)
+    }
+
+    /// Kills `up` with SIGKILL (and with it, in one process group, Envoy and every job), then
+    /// starts it again on the same state dir, ports and arguments: a crash and a restart.
+    pub fn kill_and_restart(mut self) -> Stack {
+        let pgid = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the stack");
+        let _ = self.child.wait();
+        let (listen, runner, args) = (self.listen, self.runner, std::mem::take(&mut self.args));
+        let state = std::mem::replace(&mut self.state, tempfile::tempdir().expect("tempdir"));
+        std::mem::forget(self);
+        Self::spawn(state, listen, runner, args)
+    }
+
+    fn spawn(state: tempfile::TempDir, listen: SocketAddr, runner: SocketAddr, args: Vec<String>) -> Stack {
+        use std::os::unix::process::CommandExt;
         let admin = state.path().join(portcullis_runner::devstack::up::ADMIN_SOCKET);
         let root = repo_root();
         let stdout_log = state.path().join("up.log");
         let started = Instant::now();
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(state.path().join("up.stderr")).expect("stderr log");
         let mut child = Command::new(portcullis_bin())
             .current_dir(&root)
             .args(["up", "--stop-on-stdin-eof", "--root"])
@@ -71,10 +90,12 @@ impl Stack {
             .args(["--listen", &listen.to_string(), "--runner-listen", &runner.to_string()])
             .arg("--wasm")
             .arg(wasm_path())
-            .args(extra_args)
+            .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(state.path().join("up.stderr")).expect("stderr log"))
+            .stderr(stderr)
+            // Its own process group: a test can kill the whole stack at once, as a crash would.
+            .process_group(0)
             .spawn()
             .expect("spawning portcullis up");
         let stdin = child.stdin.take();
@@ -82,7 +103,7 @@ impl Stack {
         let (tx, rx) = mpsc::channel();
         let log = stdout_log.clone();
         std::thread::spawn(move || {
-            let mut out = std::fs::File::create(&log).expect("up.log");
+            let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("up.log");
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 use std::io::Write;
                 let _ = writeln!(out, "{line}");
@@ -91,7 +112,7 @@ impl Stack {
                 }
             }
         });
-        let mut stack = Stack { child, stdin, listen, runner, admin, state, ready_after: Duration::ZERO, stdout_log };
+        let mut stack = Stack { child, stdin, listen, runner, admin, state, ready_after: Duration::ZERO, stdout_log, args };
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(()) => stack.ready_after = started.elapsed(),
             Err(_) => panic!("portcullis up did not become ready:\n{}", stack.logs()),

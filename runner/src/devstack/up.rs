@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use crate::devstack::certs::{self, DevPki};
 use crate::devstack::envoy_config::{ecds_response, find_envoy, process_env, render, split_for_ecds, AdminAddress, EnvoyParams};
 use crate::sandbox::local::LocalNamespaces;
-use crate::service::serve::{serve, ServeOptions, SharedCatalog};
+use crate::service::serve::{serve, ControlArgs, ServeOptions, SharedCatalog};
 use crate::devstack::reload;
 use crate::service::tls;
 
@@ -28,7 +28,7 @@ pub const ECDS_FILE: &str = "portcullis-filter.ecds.json";
 /// Envoy's admin API: a Unix socket in the state dir, mode 0600 (see [`AdminAddress`]).
 pub const ADMIN_SOCKET: &str = "envoy-admin.sock";
 /// The dev agent identities `up` creates: one per default role, and one with no role.
-pub const DEV_AGENTS: &[&str] = &["reader", "operator", "intruder"];
+pub const DEV_AGENTS: &[&str] = &["reader", "operator", "intruder", "console"];
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -46,6 +46,8 @@ pub struct UpOptions {
     pub json_response: bool,
     /// The plugin configuration's `users` section (JSON); `None`: trust the dev issuer.
     pub users: Option<PathBuf>,
+    /// Plan and approval limits; the runner's state goes to `<state-dir>/runner`.
+    pub control: ControlArgs,
 }
 
 /// Everything `up` writes goes under `opts.state_dir`, which it creates (or tightens) to 0700;
@@ -141,6 +143,7 @@ fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog) -> Res
         tls: tls::server_config(&pki.runner.cert, &pki.runner.key, &pki.ca_cert, vec![gateway_id])?,
         backend: Arc::new(local_backend(exe)),
         json_response: opts.json_response,
+        control: opts.control.options(opts.state_dir.join("runner"), crate::plans::key::ensure(&pki.dir.join("runner-signing-key.pem"))?),
     })
 }
 

@@ -1,6 +1,6 @@
 //! The runner service (`portcullis serve`): what runs in production beside the gateway.
 
-pub mod replay;
+pub mod call;
 pub mod serve;
 pub mod session_guard;
 pub mod tls;

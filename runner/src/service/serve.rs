@@ -15,29 +15,32 @@ use portcullis_core::plan::plan_hash;
 use portcullis_core::ticket::{check_binding, Claims, TicketError, Verifier};
 use portcullis_core::TICKET_HEADER;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, ErrorCode, Implementation, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::json;
 
-use crate::service::replay::ReplayGuard;
+use crate::approvals::webhook::Webhook;
+use crate::approvals::Approvals;
+use crate::plans::Plans;
 use crate::sandbox::Backend;
 use crate::service::session_guard::SessionGuard;
-use crate::service::tools::{job_for, render_output};
+use crate::store::Store;
 
 /// JSON-RPC error code for a call refused by the runner's ticket check.
 pub const TICKET_REFUSED: i32 = -32002;
-/// The gateway allowed the call only with human approval, which this runner cannot take yet:
-/// the call is held, never run.
-pub const APPROVAL_REQUIRED: i32 = -32004;
 
 /// Shared state of the runner's MCP service.
 pub struct Runner {
     pub catalog: SharedCatalog,
     pub verifier: Verifier,
-    pub replay: ReplayGuard,
+    /// Durable state: seen ticket ids, plans, approvals.
+    pub store: Arc<Store>,
+    pub plans: Plans,
+    pub approvals: Approvals,
+    pub webhook: Option<Arc<Webhook>>,
     pub backend: Arc<dyn Backend>,
 }
 
@@ -69,7 +72,9 @@ impl Runner {
     pub fn admit(&self, ticket: Option<&str>, tool: &str, arguments: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<Claims, Refusal> {
         let token = ticket.ok_or(Refusal::NoTicket)?;
         let claims = self.verifier.verify(token).map_err(Refusal::Ticket)?;
-        self.replay.check_and_record(&claims.jti, claims.exp, unix_now()).map_err(Refusal::Ticket)?;
+        if !self.store.first_use_of_ticket(&claims.jti, claims.exp, unix_now(), TICKET_LEEWAY).map_err(Refusal::Store)? {
+            return Err(Refusal::Ticket(TicketError::Replayed(claims.jti)));
+        }
         let hash = plan_hash(tool, arguments).map_err(|e| Refusal::Arguments(e.to_string()))?;
         check_binding(&claims, tool, &hash).map_err(Refusal::Ticket)?;
         Ok(claims)
@@ -88,9 +93,14 @@ pub enum Refusal {
     Ticket(TicketError),
     #[error("arguments cannot be hashed: {0}")]
     Arguments(String),
+    #[error("the runner cannot record the ticket's use, so it is refused: {0}")]
+    Store(crate::store::StoreError),
 }
 
-fn unix_now() -> u64 {
+/// Seconds of clock skew allowed between gateway and runner.
+const TICKET_LEEWAY: u64 = 1;
+
+pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -144,26 +154,7 @@ impl ServerHandler for Handler {
         let Some(tool) = catalog.get(&request.name) else {
             return Err(McpError::invalid_params(format!("tool {} is not in the catalog", request.name), None));
         };
-        if claims.require_approval {
-            // Fail closed until the approval flow (plan store + approver) exists: a call that
-            // policy says needs a human never runs on the agent's word alone.
-            tracing::warn!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, "held for approval");
-            return Err(McpError::new(
-                ErrorCode(APPROVAL_REQUIRED),
-                format!("{} needs human approval (decision {}); it was not run", tool.name, claims.decision_id),
-                Some(json!({"tool": tool.name, "decision_id": claims.decision_id, "plan_hash": claims.plan_hash})),
-            ));
-        }
-        let job = job_for(tool, request.arguments.as_ref(), &claims.decision_id).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
-        tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
-        let out = runner.backend.run(job).await.map_err(|e| {
-            tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
-            McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None)
-        })?;
-        tracing::info!(tool = %tool.name, exit = ?out.exit_code, timed_out = out.timed_out, ms = out.duration.as_millis() as u64, "finished");
-        let (text, failed) = render_output(&out);
-        let content = vec![ContentBlock::text(text)];
-        Ok(if failed { CallToolResult::error(content) } else { CallToolResult::success(content) }.into())
+        Ok(runner.call(tool, request.arguments.as_ref(), &claims).await?.into())
     }
 }
 
@@ -177,6 +168,71 @@ pub struct ServeOptions {
     pub backend: Arc<dyn Backend>,
     /// Answer single requests with `application/json` instead of an event stream.
     pub json_response: bool,
+    pub control: ControlOptions,
+}
+
+/// The control plane's limits, as `serve` and `up` take them on the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControlArgs {
+    /// How long a stored plan may be applied.
+    #[arg(long, default_value_t = 3600)]
+    pub plan_ttl_seconds: u64,
+    /// How long a pending approval waits for a decision, and an approved call for its one
+    /// execution.
+    #[arg(long, default_value_t = 3600)]
+    pub approval_ttl_seconds: u64,
+    /// Users in this group (their token's `groups` claim) may approve others' calls.
+    #[arg(long, default_value = "approvers")]
+    pub approver_group: String,
+    /// POST each new pending approval (JSON, Slack-compatible `text`) to this URL.
+    #[arg(long)]
+    pub approval_webhook: Option<String>,
+}
+
+impl ControlArgs {
+    pub fn options(&self, state_dir: std::path::PathBuf, signing_key_pem: Vec<u8>) -> ControlOptions {
+        ControlOptions {
+            state_dir,
+            signing_key_pem,
+            plan_ttl_seconds: self.plan_ttl_seconds,
+            approval_ttl_seconds: self.approval_ttl_seconds,
+            approver_group: self.approver_group.clone(),
+            webhook: self.approval_webhook.clone(),
+        }
+    }
+}
+
+/// The control plane's settings: where its durable state lives, and its limits.
+pub struct ControlOptions {
+    /// The runner's state directory (created 0700): `state.redb`, `plans/`.
+    pub state_dir: std::path::PathBuf,
+    /// The runner's Ed25519 key (PKCS#8 PEM): signs plan statements.
+    pub signing_key_pem: Vec<u8>,
+    pub plan_ttl_seconds: u64,
+    pub approval_ttl_seconds: u64,
+    pub approver_group: String,
+    /// POST each new pending approval here.
+    pub webhook: Option<String>,
+}
+
+impl ControlOptions {
+    fn open(self) -> anyhow::Result<ControlPlane> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.state_dir)?;
+        let store = Arc::new(Store::open(&self.state_dir.join("state.redb"))?);
+        let plans = Plans::new(store.clone(), self.state_dir.join("plans"), &self.signing_key_pem, self.plan_ttl_seconds)?;
+        let approvals = Approvals::new(store.clone(), self.approval_ttl_seconds, self.approver_group);
+        let webhook = self.webhook.map(Webhook::new).transpose()?.map(Arc::new);
+        Ok(ControlPlane { store, plans, approvals, webhook })
+    }
+}
+
+/// The control plane's parts, opened.
+struct ControlPlane {
+    store: Arc<Store>,
+    plans: Plans,
+    approvals: Approvals,
+    webhook: Option<Arc<Webhook>>,
 }
 
 /// Serves MCP on `/mcp` over TLS until `shutdown` resolves.
@@ -188,7 +244,8 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
     let verifier = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let guard_tickets = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let callers = CallerVerifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
-    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, replay: ReplayGuard::new(1), backend: opts.backend });
+    let ControlPlane { store, plans, approvals, webhook } = opts.control.open()?;
+    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, store, plans, approvals, webhook, backend: opts.backend });
     let mut config = StreamableHttpServerConfig::default();
     if opts.json_response {
         // JSON answers need the stateless mode in rmcp; sessions are not used by the gateway.

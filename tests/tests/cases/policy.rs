@@ -76,13 +76,14 @@ async fn high_risk_is_allowed_with_approval_required_in_the_ticket() {
     let s = stack();
     let alice = user_token(s, "alice", "sre");
     let r = call_as(s, "operator", Some(&alice), "restart_deployment", json!({"namespace": "team-a", "deployment": "web"})).await;
-    // The gateway allowed it with require_approval in the ticket; the runner, which has no
-    // approval flow yet, holds it and never runs it.
+    // The gateway allowed it with require_approval in the ticket; the runner records a pending
+    // approval for it and does not run it (the flow itself: cases/control.rs).
     assert_eq!(r.error_code(), Some(-32004), "{}", r.text);
     let decision = r.headers["x-portcullis-decision-id"].to_str().unwrap();
-    assert!(r.error_message().contains("needs human approval") && r.error_message().contains(decision), "{}", r.text);
+    assert_eq!(r.message["error"]["data"]["approval"]["decision_id"], decision, "{}", r.text);
+    assert!(r.error_message().contains("needs human approval"), "{}", r.text);
     let log = s.runner_log();
-    assert!(log.lines().any(|l| l.contains(&format!("decision={decision}")) && l.contains("held for approval")), "{log}");
+    assert!(log.lines().any(|l| l.contains(&format!("decision={decision}")) && l.contains("approval requested")), "{log}");
     assert!(!log.lines().any(|l| l.contains(&format!("decision={decision}")) && l.contains("running")), "{log}");
 }
 

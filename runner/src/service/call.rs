@@ -1,0 +1,180 @@
+//! One admitted tools/call, through the control plane: builtin approval tools, the cited plan
+//! of an apply, the approval gate, then the job; a plan tool's artifact is stored.
+
+use portcullis_core::catalog::{Builtin, Kind, Tool};
+use portcullis_core::plan::canonical_arguments;
+use portcullis_core::ticket::Claims;
+use rmcp::model::{CallToolResult, ContentBlock, ErrorCode};
+use rmcp::ErrorData as McpError;
+use serde_json::{json, Map, Value};
+
+use crate::approvals::{Approval, DecideError, Gate, State};
+use crate::plans::key::rfc3339;
+use crate::plans::PlanRecord;
+use crate::service::serve::{unix_now, Runner};
+use crate::service::tools::{job_for, render_output};
+
+/// The call needs a person's approval, which is now pending: it was not run.
+pub const APPROVAL_PENDING: i32 = -32004;
+/// The cited plan cannot be applied (unknown, expired, someone else's, other target, altered).
+pub const PLAN_REFUSED: i32 = -32005;
+/// The call's approval was denied, has expired, or was used already: it was not run.
+pub const APPROVAL_REFUSED: i32 = -32006;
+/// An approver's decision was refused (not a person, not an approver, their own request, not
+/// pending).
+pub const DECISION_REFUSED: i32 = -32007;
+
+impl Runner {
+    /// Runs an admitted call (its ticket verified) of a catalog tool.
+    pub async fn call(&self, tool: &Tool, arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<CallToolResult, McpError> {
+        if let Some(builtin) = tool.builtin {
+            return self.builtin(builtin, arguments, claims);
+        }
+        let plan = match &tool.plan {
+            Some(plan_use) => {
+                let checked = self.plans.check_use(plan_use, &tool.name, arguments, claims, unix_now()).map_err(|refusal| {
+                    tracing::warn!(tool = %tool.name, decision = %claims.decision_id, %refusal, "plan refused");
+                    McpError::new(ErrorCode(PLAN_REFUSED), format!("{} not run: {refusal}", tool.name), Some(json!({"tool": tool.name})))
+                })?;
+                Some(checked)
+            }
+            None => None,
+        };
+        if claims.require_approval {
+            self.approval_gate(tool, arguments, claims)?;
+        }
+        let mut job = job_for(tool, arguments, &claims.decision_id).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        if let Some((record, artifact)) = &plan {
+            // The apply executes the stored plan, never text from the agent.
+            job.stdin.clone_from(artifact);
+            job.env.push(("PORTCULLIS_PLAN".into(), record.artifact.clone()));
+        }
+        if tool.kind == Kind::Plan {
+            job.env.push(("PORTCULLIS_DRY_RUN".into(), "1".into()));
+        }
+        tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
+        let out = self.backend.run(job).await.map_err(|e| {
+            tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
+            McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None)
+        })?;
+        tracing::info!(tool = %tool.name, exit = ?out.exit_code, timed_out = out.timed_out, ms = out.duration.as_millis() as u64, "finished");
+        let (text, failed) = render_output(&out);
+        if tool.kind == Kind::Plan && !failed {
+            if out.truncated {
+                let text = format!("{text}\n[the plan was not stored: its output exceeded the tool's max_output_bytes]");
+                return Ok(CallToolResult::error(vec![ContentBlock::text(text)]));
+            }
+            let record = self.store_plan(&out.stdout, arguments, claims)?;
+            return Ok(plan_result(text, &record));
+        }
+        let content = vec![ContentBlock::text(text)];
+        Ok(if failed { CallToolResult::error(content) } else { CallToolResult::success(content) })
+    }
+
+    fn store_plan(&self, artifact: &[u8], arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<PlanRecord, McpError> {
+        let canonical = canonical_arguments(arguments).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
+        self.plans.store(artifact, claims, canonical, unix_now()).map_err(|e| {
+            tracing::error!(tool = %claims.tool, error = %e, "plan not stored");
+            McpError::internal_error(format!("the plan ran but could not be stored: {e}"), None)
+        })
+    }
+
+    /// Ok when an approved call may run now (it is then marked executed); otherwise the
+    /// JSON-RPC error the agent gets.
+    fn approval_gate(&self, tool: &Tool, arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<(), McpError> {
+        let canonical = canonical_arguments(arguments).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
+        let gate = self.approvals.gate(claims, canonical, unix_now()).map_err(|e| {
+            tracing::error!(tool = %tool.name, error = %e, "approval state unavailable");
+            McpError::internal_error(format!("approval state unavailable: {e}; the call was not run"), None)
+        })?;
+        match gate {
+            Gate::Run(a) => {
+                tracing::info!(approval = %a.id, decision = %claims.decision_id, "approved call executes");
+                Ok(())
+            }
+            Gate::Requested(a) => {
+                tracing::info!(approval = %a.id, tool = %tool.name, decision = %claims.decision_id, "approval requested");
+                if let Some(hook) = &self.webhook {
+                    hook.notify(&a);
+                }
+                Err(pending(&a))
+            }
+            Gate::Refused { approval, .. } if approval.state == State::Pending => Err(pending(&approval)),
+            Gate::Refused { approval, .. } => Err(refused(&approval)),
+        }
+    }
+
+    fn builtin(&self, builtin: Builtin, arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<CallToolResult, McpError> {
+        let arg = |name: &str| arguments.and_then(|a| a.get(name)).and_then(Value::as_str);
+        let store_error = |e: crate::store::StoreError| McpError::internal_error(format!("approval state unavailable: {e}"), None);
+        match builtin {
+            Builtin::ApprovalsList => {
+                let pending = self.approvals.pending(unix_now()).map_err(store_error)?;
+                Ok(CallToolResult::structured(json!({"approvals": pending.iter().map(Approval::summary).collect::<Vec<_>>()})))
+            }
+            Builtin::ApprovalsShow => {
+                let id = arg("id").unwrap_or_default();
+                match self.approvals.get(id).map_err(store_error)? {
+                    Some(a) => Ok(CallToolResult::structured(json!({"approval": a.summary()}))),
+                    None => Err(decision_refused(&DecideError::Unknown(id.to_owned()))),
+                }
+            }
+            Builtin::ApprovalsDecide => {
+                let (id, approve) = (arg("id").unwrap_or_default(), arg("decision") == Some("approve"));
+                let reason = arg("reason").map(str::to_owned);
+                let a = self.approvals.decide(id, approve, reason, claims, unix_now()).map_err(|e| {
+                    tracing::warn!(approval = %id, approver = claims.user.as_deref().unwrap_or("-"), error = %e, "approval decision refused");
+                    decision_refused(&e)
+                })?;
+                tracing::info!(approval = %a.id, state = a.state.as_str(), approver = claims.user.as_deref().unwrap_or("-"), "approval decided");
+                let next = if a.state == State::Approved {
+                    format!("; the requester may now send the same call again, once, before {}", rfc3339(a.expires_at))
+                } else {
+                    String::new()
+                };
+                let mut result = CallToolResult::structured(json!({"approval": a.summary()}));
+                result.content = vec![ContentBlock::text(format!("approval {} {}{next}", a.id, a.state.as_str()))];
+                Ok(result)
+            }
+        }
+    }
+}
+
+fn plan_result(text: String, record: &PlanRecord) -> CallToolResult {
+    let note = format!("\n[plan stored: {} (expires {}); apply it by citing this hash]", record.artifact, rfc3339(record.expires_at));
+    let mut result = CallToolResult::success(vec![ContentBlock::text(format!("{text}{note}"))]);
+    result.structured_content = Some(json!({
+        "plan": {
+            "hash": record.artifact,
+            "expires_at": rfc3339(record.expires_at),
+            "tool": record.tool,
+            "size": record.size,
+            "statement": record.statement,
+        }
+    }));
+    result
+}
+
+fn pending(a: &Approval) -> McpError {
+    McpError::new(
+        ErrorCode(APPROVAL_PENDING),
+        format!(
+            "{} needs human approval and was not run: approval {} is pending until {}. A person in the approver group (not you) approves it with `portcullis approvals approve {}` or the approvals_decide tool; then send the same call again",
+            a.tool, a.id, rfc3339(a.expires_at), a.id
+        ),
+        Some(json!({"approval": a.summary(), "approve_with": format!("portcullis approvals approve {}", a.id)})),
+    )
+}
+
+fn refused(a: &Approval) -> McpError {
+    let why = match a.state {
+        State::Denied => format!("approval {} was denied{}; a denial is final for this call", a.id, a.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()),
+        State::Expired => format!("approval {} expired at {}; send the call again to ask for a new one", a.id, rfc3339(a.expires_at)),
+        _ => format!("approval {} was used already: the approved call executed once", a.id),
+    };
+    McpError::new(ErrorCode(APPROVAL_REFUSED), format!("{} not run: {why}", a.tool), Some(json!({"approval": a.summary()})))
+}
+
+fn decision_refused(e: &DecideError) -> McpError {
+    McpError::new(ErrorCode(DECISION_REFUSED), format!("approval decision refused: {e}"), None)
+}
