@@ -189,10 +189,28 @@ async fn a_denied_approval_stays_denied() {
     let args = json!({"namespace": "shop", "deployment": "cart-denied"});
     let (_, data) = refused(&agent, "restart_deployment", args.clone(), -32004).await;
     let id = approval_id(&data);
-    decide(s, BOB, &id, "deny").await.unwrap();
+    // An approver at a shell: `portcullis approvals`, through the gateway.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(portcullis_e2e::portcullis_bin())
+            .arg("approvals")
+            .args(args)
+            .args(["--gateway", &s.url(), "--ca"])
+            .arg(s.certs().join("ca.pem"))
+            .arg("--identity")
+            .arg(s.certs().join("agents/console-bundle.pem"))
+            .args(["--token", &s.user_token("bob", &["approvers"], "portcullis", 600)])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, listed) = cli(&["list"]);
+    assert!(ok && listed.contains(&id) && listed.contains("cart-denied"), "{listed}");
+    let (ok, out) = cli(&["deny", &id, "--reason", "not during the sale"]);
+    assert!(ok && out.contains("\"denied\""), "{out}");
     for _ in 0..2 {
         let (message, data) = refused(&agent, "restart_deployment", args.clone(), -32006).await;
         assert_eq!(data["approval"]["state"], "denied", "{message}");
+        assert!(message.contains("not during the sale"), "{message}");
     }
     // Deciding again changes nothing.
     let (code, message, _) = decide(s, BOB, &id, "approve").await.unwrap_err();
