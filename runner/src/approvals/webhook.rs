@@ -18,6 +18,8 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn new(url: String) -> anyhow::Result<Self> {
+        // reqwest is built without a bundled provider (the workspace uses ring everywhere).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let backoff = [1, 2, 4, 8, 16].map(Duration::from_secs).to_vec();
         Ok(Self { url, client, backoff })
@@ -61,5 +63,65 @@ impl Webhook {
             }
         }
         Err(format!("{} attempts failed, the last with {last}", self.backoff.len() + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A real HTTP receiver that fails the first `failures` deliveries.
+    async fn receiver(failures: usize) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let (s, c) = (seen.clone(), count.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let (s, c) = (s.clone(), c.clone());
+                async move {
+                    s.lock().unwrap().push(body);
+                    if c.fetch_add(1, Ordering::SeqCst) < failures {
+                        http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        http::StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    fn hook(url: String) -> Webhook {
+        let mut hook = Webhook::new(url).unwrap();
+        hook.backoff = vec![Duration::from_millis(10); 3];
+        hook
+    }
+
+    fn body() -> serde_json::Value {
+        json!({"text": "Approval apr_1 requested", "approval": {"id": "apr_1"}})
+    }
+
+    #[tokio::test]
+    async fn delivery_is_retried_until_accepted() {
+        let (url, seen) = receiver(2).await;
+        assert_eq!(hook(url).deliver(&body()).await, Ok(3));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[2]["approval"]["id"], "apr_1");
+    }
+
+    #[tokio::test]
+    async fn delivery_gives_up_and_says_why() {
+        let (url, seen) = receiver(usize::MAX).await;
+        let err = hook(url).deliver(&body()).await.unwrap_err();
+        assert!(err.contains("4 attempts failed") && err.contains("503"), "{err}");
+        assert_eq!(seen.lock().unwrap().len(), 4);
     }
 }
