@@ -4,6 +4,7 @@
 //!   the admission of gateway credentials (tickets, caller assertions, sessions), turning a
 //!   call into a job, and its TLS.
 //! - [`sandbox`]: the execution backends behind one trait (local Linux namespaces today).
+//! - [`telemetry`]: OpenTelemetry traces and metrics over OTLP (off unless `--otlp-endpoint`).
 //! - [`devstack`]: the operator's tooling around it: `up` (Envoy + filter + runner on one
 //!   machine, with hot reload), dev certificates and users, the rendered Envoy config, the
 //!   plugin configuration bundle, and `policy test`/`policy eval`.
@@ -11,3 +12,4 @@
 pub mod devstack;
 pub mod sandbox;
 pub mod service;
+pub mod telemetry;

@@ -22,10 +22,12 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::json;
 
+use crate::service::queue::{JobQueue, MAX_JOBS};
 use crate::service::replay::ReplayGuard;
 use crate::sandbox::Backend;
 use crate::service::session_guard::SessionGuard;
 use crate::service::tools::{job_for, render_output};
+use crate::telemetry::{self, call::TICKET_CHECK, CallSpan};
 
 /// JSON-RPC error code for a call refused by the runner's ticket check.
 pub const TICKET_REFUSED: i32 = -32002;
@@ -39,6 +41,8 @@ pub struct Runner {
     pub verifier: Verifier,
     pub replay: ReplayGuard,
     pub backend: Arc<dyn Backend>,
+    /// Calls wait here for a sandbox slot.
+    pub queue: JobQueue,
 }
 
 /// The catalog the runner lists and runs tools from. `up` replaces it when the catalog file
@@ -117,7 +121,23 @@ impl ServerHandler for Handler {
         Ok(ListToolsResult::with_all_items(tools))
     }
 
+    /// The call inside its `tools/call {tool}` span (see [`crate::telemetry`]).
     async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let meta = telemetry::call::MetaContext { traceparent: context.meta.get_traceparent(), tracestate: context.meta.get_tracestate() };
+        let headers = context.extensions.get::<http::request::Parts>().map(|p| &p.headers);
+        let span = CallSpan::start(&request.name, &context.id, headers, meta);
+        let result = span.scope(self.run_call(request, context)).await;
+        span.finish(&result);
+        result
+    }
+}
+
+impl Handler {
+    async fn run_call(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
@@ -136,7 +156,7 @@ impl ServerHandler for Handler {
             [] => Ok(None),
             _ => Err(Refusal::SeveralTickets),
         };
-        let claims = ticket.and_then(|t| runner.admit(t, &request.name, request.arguments.as_ref())).map_err(|refusal| {
+        let claims = telemetry::in_span(TICKET_CHECK, "ticket_refused", || ticket.and_then(|t| runner.admit(t, &request.name, request.arguments.as_ref()))).map_err(|refusal| {
             tracing::warn!(tool = %request.name, %refusal, "call refused");
             McpError::new(ErrorCode(TICKET_REFUSED), refusal.to_string(), Some(json!({"tool": request.name})))
         })?;
@@ -156,7 +176,7 @@ impl ServerHandler for Handler {
         }
         let job = job_for(tool, request.arguments.as_ref(), &claims.decision_id).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
-        let out = runner.backend.run(job).await.map_err(|e| {
+        let out = runner.queue.run(runner.backend.as_ref(), job).await.map_err(|e| {
             tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
             McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None)
         })?;
@@ -188,7 +208,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
     let verifier = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let guard_tickets = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let callers = CallerVerifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
-    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, replay: ReplayGuard::new(1), backend: opts.backend });
+    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, replay: ReplayGuard::new(1), backend: opts.backend, queue: JobQueue::new(MAX_JOBS) });
     let mut config = StreamableHttpServerConfig::default();
     if opts.json_response {
         // JSON answers need the stateless mode in rmcp; sessions are not used by the gateway.
