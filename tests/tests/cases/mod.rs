@@ -10,4 +10,5 @@ mod ratelimit;
 mod reload;
 mod secrets;
 mod sessions;
+mod telemetry;
 mod transport;
