@@ -132,3 +132,25 @@ async fn an_agents_trace_context_is_continued_by_header_and_linked_from_meta() {
     let links: Vec<(String, String)> = t.call.span.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect();
     assert_eq!(links, [(other_trace.to_owned(), agent_mcp_span.to_owned())]);
 }
+
+#[tokio::test]
+async fn a_refused_call_has_error_type_and_a_failed_ticket_check() {
+    let (receiver, s) = traced();
+    // Straight to the runner, with the gateway's key: a ticket for other arguments.
+    let ticket = super::direct::mint(s, "word_count", &json!({"text": "signed"}), 0);
+    let r = super::direct::direct_call(s, |session| Some(ticket.token(session)), "word_count", &json!({"text": "changed"})).await;
+    assert_eq!(r.error_code(), Some(-32002), "{}", r.text);
+
+    let found = receiver
+        .wait_for(WAIT, |spans| {
+            let call = spans.iter().find(|s| s.service == "portcullis-runner" && s.span.name == "tools/call word_count")?;
+            let check = spans.iter().find(|s| s.parent_span_id() == call.span_id() && s.span.name == "ticket check")?;
+            Some((call.clone(), check.clone(), spans.iter().filter(|s| s.parent_span_id() == call.span_id()).count()))
+        })
+        .await;
+    let (call, check, children) = found.unwrap_or_else(|| panic!("no span of the refused call: {:?}", receiver.spans()));
+    assert_eq!(call.attr("error.type").as_deref(), Some("-32002"));
+    assert_eq!(check.attr("error.type").as_deref(), Some("ticket_refused"));
+    // Nothing queued, nothing ran.
+    assert_eq!(children, 1);
+}
