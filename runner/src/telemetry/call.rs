@@ -74,12 +74,13 @@ impl CallSpan {
             attributes.push(KeyValue::new("mcp.protocol.version", version.to_owned()));
         }
         let links = link.map(|sc| vec![Link::new(sc, vec![KeyValue::new("portcullis.link.source", "params._meta.traceparent")], 0)]);
-        let builder = global::tracer(SCOPE)
+        let tracer = global::tracer(SCOPE);
+        let builder = tracer
             .span_builder(format!("tools/call {tool}"))
             .with_kind(SpanKind::Server)
             .with_attributes(attributes)
             .with_links(links.unwrap_or_default());
-        let span = global::tracer(SCOPE).build_with_context(builder, &parent_cx);
+        let span = tracer.build_with_context(builder, &parent_cx);
         CallSpan { inner: Some((parent_cx.with_span(span), Instant::now(), metric_attrs)) }
     }
 
@@ -172,7 +173,8 @@ pub fn span(name: &'static str) -> PhaseSpan {
         return PhaseSpan(None);
     }
     let parent = Context::current();
-    let span = global::tracer(SCOPE).span_builder(name).with_kind(SpanKind::Internal).start_with_context(&global::tracer(SCOPE), &parent);
+    let tracer = global::tracer(SCOPE);
+    let span = tracer.span_builder(name).with_kind(SpanKind::Internal).start_with_context(&tracer, &parent);
     PhaseSpan(Some(parent.with_span(span)))
 }
 
