@@ -7,6 +7,7 @@
 //!   [`plans`] (plan / apply: content-addressed artifacts with signed statements) and
 //!   [`approvals`] (human approval bound to the exact call).
 //! - [`sandbox`]: the execution backends behind one trait (local Linux namespaces today).
+//! - [`telemetry`]: OpenTelemetry traces and metrics over OTLP (off unless `--otlp-endpoint`).
 //! - [`devstack`]: the operator's tooling around it: `up` (Envoy + filter + runner on one
 //!   machine, with hot reload), dev certificates and users, the rendered Envoy config, the
 //!   plugin configuration bundle, and `policy test`/`policy eval`.
@@ -17,3 +18,4 @@ pub mod plans;
 pub mod sandbox;
 pub mod service;
 pub mod store;
+pub mod telemetry;

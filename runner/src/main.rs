@@ -13,6 +13,7 @@ use portcullis_runner::sandbox;
 use portcullis_runner::devstack::up::{self, UpOptions, DEV_AGENTS, TRUST_DOMAIN};
 use portcullis_runner::devstack::{bundle, certs, users};
 use portcullis_runner::service::{serve, tls};
+use portcullis_runner::telemetry;
 
 #[derive(Parser)]
 #[command(name = "portcullis", version, about = "Least-privilege gateway runner for AI agents")]
@@ -68,6 +69,10 @@ enum Command {
         users: Option<PathBuf>,
         #[command(flatten)]
         control: serve::ControlArgs,
+        /// Export traces and metrics over OTLP/gRPC to this collector (HOST:PORT): the
+        /// runner's, and Envoy's spans (service portcullis-gateway). Default: none.
+        #[arg(long, value_name = "HOST:PORT")]
+        otlp_endpoint: Option<String>,
     },
     /// Run the runner's MCP server (TLS; only the gateway's client certificate is accepted).
     Serve {
@@ -93,6 +98,9 @@ enum Command {
         signing_key: PathBuf,
         #[command(flatten)]
         control: serve::ControlArgs,
+        /// Export traces and metrics over OTLP/gRPC to this collector (HOST:PORT).
+        #[arg(long, value_name = "HOST:PORT")]
+        otlp_endpoint: Option<String>,
     },
     /// Create (or reuse) a dev PKI: CA, gateway and runner certificates, agent identities.
     Certs {
@@ -216,11 +224,12 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control } => {
-            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control };
-            runtime()?.block_on(up::up(opts))?;
+        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint } => {
+            let otlp = otlp_endpoint.clone();
+            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint };
+            runtime()?.block_on(with_telemetry(otlp.as_deref(), up::up(opts)))?;
         }
-        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, control } => {
+        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, control, otlp_endpoint } => {
             let exe = std::env::current_exe()?;
             sandbox::local::host_supports_namespaces().context("the local sandbox backend cannot run here")?;
             let opts = serve::ServeOptions {
@@ -233,9 +242,10 @@ fn run(command: Command) -> Result<ExitCode> {
                 json_response: false,
                 control: control.options(state_dir, std::fs::read(&signing_key).with_context(|| format!("reading {}", signing_key.display()))?),
             };
-            runtime()?.block_on(serve::serve(opts, async {
+            let serving = serve::serve(opts, async {
                 let _ = tokio::signal::ctrl_c().await;
-            }))?;
+            });
+            runtime()?.block_on(with_telemetry(otlp_endpoint.as_deref(), serving))?;
         }
         Command::Certs { dir, trust_domain, agents } => {
             let names: Vec<&str> = if agents.is_empty() { DEV_AGENTS.to_vec() } else { agents.iter().map(String::as_str).collect() };
@@ -308,6 +318,16 @@ fn plan_hash_of(body: &[u8]) -> Result<String> {
         Method::ToolsCall { name, arguments } => Ok(portcullis_core::plan::plan_hash(&name, arguments.as_ref())?),
         other => bail!("not a tools/call request: {}", other.name()),
     }
+}
+
+/// Runs `service` with OpenTelemetry export to `otlp_endpoint` (if any), and flushes what is
+/// left when it ends.
+async fn with_telemetry(otlp_endpoint: Option<&str>, service: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    let telemetry = telemetry::init(otlp_endpoint, telemetry::SERVICE_NAME)?;
+    let result = service.await;
+    // The exporters' last export runs on this runtime: block this worker, not the runtime.
+    tokio::task::block_in_place(|| telemetry.shutdown());
+    result
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

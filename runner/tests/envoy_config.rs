@@ -726,6 +726,15 @@ fn envoy() -> PathBuf {
 /// Renders for a fresh PKI and the stub filter into `dir`, and runs `envoy --mode validate`
 /// there (another working directory than the repo, so a relative path would fail).
 fn validate_rendered(dir: &Path, pki: DevPki) -> std::process::Output {
+    validate_rendered_with(dir, pki, Ok)
+}
+
+/// [`validate_rendered`], with `edit` applied to the rendered config first.
+fn validate_rendered_with(
+    dir: &Path,
+    pki: DevPki,
+    edit: impl FnOnce(String) -> Result<String, EnvoyConfigError>,
+) -> std::process::Output {
     let wasm = dir.join("stub-filter.wasm");
     fs::write(
         &wasm,
@@ -733,6 +742,7 @@ fn validate_rendered(dir: &Path, pki: DevPki) -> std::process::Output {
     )
     .expect("write wasm");
     let rendered = envoy_config::render(TEMPLATE, &params(pki, wasm)).expect("render");
+    let rendered = edit(rendered).expect("edit the rendered config");
     let config = dir.join("envoy.yaml");
     fs::write(&config, rendered).expect("write config");
     Command::new(envoy())
@@ -748,6 +758,49 @@ fn real_envoy_validates_the_rendered_config() {
     let tmp = tempdir();
     let pki = pki_in(tmp.path(), &["alice"]);
     let out = validate_rendered(tmp.path(), pki);
+    assert!(
+        out.status.success(),
+        "envoy --mode validate failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn otlp_tracing_adds_envoys_opentelemetry_tracer_and_a_collector_cluster() {
+    let tmp = tempdir();
+    let pki = pki_in(tmp.path(), &["alice"]);
+    let rendered = envoy_config::render(TEMPLATE, &params(pki.clone(), tmp.path().join("f.wasm"))).expect("render");
+    let traced = envoy_config::with_otlp_tracing(&rendered, "127.0.0.1:4317").expect("tracing");
+    let doc: Value = serde_yaml::from_str(&traced).expect("yaml");
+    let listener = &get(&doc, &["static_resources", "listeners"]).as_sequence().unwrap()[0];
+    let hcm = get(listener, &["filter_chains", "0", "filters", "0", "typed_config"]);
+    assert_eq!(get(hcm, &["tracing", "provider", "name"]), "envoy.tracers.opentelemetry");
+    let otel = get(hcm, &["tracing", "provider", "typed_config"]);
+    assert_eq!(get(otel, &["service_name"]), envoy_config::GATEWAY_SERVICE_NAME);
+    assert_eq!(get(otel, &["grpc_service", "envoy_grpc", "cluster_name"]), envoy_config::OTLP_CLUSTER_NAME);
+    assert_eq!(get(hcm, &["tracing", "random_sampling", "value"]).as_f64(), Some(100.0));
+    let clusters = get(&doc, &["static_resources", "clusters"]).as_sequence().unwrap();
+    let otlp = clusters.iter().find(|c| c["name"] == envoy_config::OTLP_CLUSTER_NAME).expect("otlp cluster");
+    assert_eq!(otlp["type"], "STATIC");
+    let options = get(otlp, &["typed_extension_protocol_options", "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]);
+    assert!(get(options, &["explicit_http_config", "http2_protocol_options"]).is_mapping());
+    let address = get(otlp, &["load_assignment", "endpoints", "0", "lb_endpoints", "0", "endpoint", "address", "socket_address"]);
+    assert_eq!((get(address, &["address"]), get(address, &["port_value"]).as_u64()), (&Value::from("127.0.0.1"), Some(4317)));
+    // Without it, nothing about tracing is in the config; a host name is resolved by DNS.
+    assert!(!rendered.contains("tracing") && !rendered.contains("otlp"));
+    let named = envoy_config::with_otlp_tracing(&rendered, "collector.observability:4317").expect("tracing");
+    assert!(named.contains("STRICT_DNS"), "{named}");
+    for bad in ["collector", "collector:", ":4317", "collector:0", "collector:70000"] {
+        assert!(matches!(envoy_config::with_otlp_tracing(&rendered, bad), Err(EnvoyConfigError::OtlpEndpoint(_))), "{bad}");
+    }
+}
+
+#[test]
+fn real_envoy_validates_the_rendered_config_with_otlp_tracing() {
+    let tmp = tempdir();
+    let pki = pki_in(tmp.path(), &["alice"]);
+    let out = validate_rendered_with(tmp.path(), pki, |r| envoy_config::with_otlp_tracing(&r, "127.0.0.1:4317"));
     assert!(
         out.status.success(),
         "envoy --mode validate failed:\n{}{}",

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use portcullis_runner::sandbox::local::{Limits, LocalNamespaces};
-use portcullis_runner::sandbox::{Backend, JobOutput, JobSpec, SandboxError};
+use portcullis_runner::sandbox::{
+    Backend, JobOutput, JobSpec, Phase, PhaseObserver, SandboxError,
+};
 
 #[path = "sandbox/private_dirs.rs"]
 mod private_dirs;
@@ -539,6 +541,43 @@ async fn missing_command_is_an_exec_error() {
         }
         other => panic!("expected an exec error, got {other:?}"),
     }
+    f.assert_no_job_dirs();
+}
+
+/// Records what `run_observed` reports: (phase, start, end, failed).
+#[derive(Default)]
+struct Phases(std::sync::Mutex<Vec<(Phase, std::time::SystemTime, std::time::SystemTime, bool)>>);
+
+impl PhaseObserver for Phases {
+    fn phase(
+        &self,
+        phase: Phase,
+        start: std::time::SystemTime,
+        end: std::time::SystemTime,
+        error: Option<&SandboxError>,
+    ) {
+        self.0.lock().unwrap().push((phase, start, end, error.is_some()));
+    }
+}
+
+#[tokio::test]
+async fn phases_are_reported_in_order_and_a_failed_exec_ends_the_create_phase() {
+    let f = Fixture::new("phases");
+    let phases = Phases::default();
+    let out = f.backend.run_observed(sh("echo hi"), &phases).await.unwrap();
+    assert_eq!(stdout(&out), "hi\n");
+    let seen = phases.0.lock().unwrap().clone();
+    let names: Vec<(Phase, bool)> = seen.iter().map(|p| (p.0, p.3)).collect();
+    assert_eq!(names, [(Phase::Create, false), (Phase::Run, false), (Phase::Destroy, false)]);
+    for pair in seen.windows(2) {
+        assert!(pair[0].1 <= pair[0].2 && pair[0].2 <= pair[1].1, "{seen:?}");
+    }
+
+    let phases = Phases::default();
+    let failed = f.backend.run_observed(job(&["no-such-command-xyz"]), &phases).await;
+    assert!(matches!(failed, Err(SandboxError::Exec { .. })), "{failed:?}");
+    let names: Vec<(Phase, bool)> = phases.0.lock().unwrap().iter().map(|p| (p.0, p.3)).collect();
+    assert_eq!(names, [(Phase::Create, true), (Phase::Destroy, false)]);
     f.assert_no_job_dirs();
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub mod h2raw;
 pub mod mcp;
+pub mod otlp;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root")

@@ -20,6 +20,10 @@ use crate::devstack::certs::DevPki;
 pub const LISTENER_NAME: &str = "portcullis_mtls";
 pub const WASM_FILTER_NAME: &str = "portcullis";
 pub const RUNNER_CLUSTER_NAME: &str = "portcullis_runner";
+/// The cluster [`with_otlp_tracing`] adds for the OTLP collector.
+pub const OTLP_CLUSTER_NAME: &str = "otlp";
+/// `service.name` of the gateway's spans.
+pub const GATEWAY_SERVICE_NAME: &str = "portcullis-gateway";
 
 const HCM_NAME: &str = "envoy.filters.network.http_connection_manager";
 const SPIFFE_VALIDATOR_NAME: &str = "envoy.tls.cert_validator.spiffe";
@@ -77,6 +81,8 @@ pub enum EnvoyConfigError {
     NonUtf8Path { what: &'static str, path: PathBuf },
     #[error("the admin socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter state dir", path.display())]
     SocketPathTooLong { path: PathBuf },
+    #[error("OTLP collector {0:?}: expected HOST:PORT")]
+    OtlpEndpoint(String),
     #[error("the plugin configuration is not valid JSON")]
     PluginConfig(#[source] serde_json::Error),
     #[error("cannot serialize the rendered Envoy config")]
@@ -110,9 +116,84 @@ pub fn render(template_yaml: &str, p: &EnvoyParams) -> Result<String, EnvoyConfi
     render_cluster(&mut root, p, &paths)?;
 
     let body = serde_yaml::to_string(&root).map_err(EnvoyConfigError::Serialize)?;
-    Ok(format!(
-        "# Rendered by portcullis from envoy/envoy.yaml for this machine; do not edit.\n{body}"
+    Ok(format!("{RENDERED_HEADER}\n{body}"))
+}
+
+const RENDERED_HEADER: &str =
+    "# Rendered by portcullis from envoy/envoy.yaml for this machine; do not edit.";
+
+/// Adds Envoy's OpenTelemetry tracer to a [`render`]ed config: every request on the agents'
+/// listener gets a span (100 % sampled) exported over OTLP/gRPC to `collector` (`HOST:PORT`,
+/// through a new HTTP/2 cluster [`OTLP_CLUSTER_NAME`]), as service [`GATEWAY_SERVICE_NAME`].
+/// Envoy continues an agent's `traceparent` header and sets its own span as the `traceparent`
+/// of the request it forwards to the runner, which continues the trace from there.
+pub fn with_otlp_tracing(rendered: &str, collector: &str) -> Result<String, EnvoyConfigError> {
+    let bad = || EnvoyConfigError::OtlpEndpoint(collector.to_owned());
+    let (host, port) = collector.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    // An IP needs no resolver; a name is resolved (and re-resolved) by Envoy.
+    let discovery = if host.parse::<std::net::IpAddr>().is_ok() { "STATIC" } else { "STRICT_DNS" };
+    let tracing: Value = serde_yaml::from_str(&format!(
+        "random_sampling: {{ value: 100 }}\n\
+         provider:\n  \
+           name: envoy.tracers.opentelemetry\n  \
+           typed_config:\n    \
+             \"@type\": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig\n    \
+             service_name: {GATEWAY_SERVICE_NAME}\n    \
+             grpc_service:\n      \
+               envoy_grpc: {{ cluster_name: {OTLP_CLUSTER_NAME} }}\n      \
+               timeout: 2s\n"
     ))
+    .map_err(EnvoyConfigError::Parse)?;
+    let cluster: Value = serde_yaml::from_str(&format!(
+        "name: {OTLP_CLUSTER_NAME}\n\
+         type: {discovery}\n\
+         connect_timeout: 2s\n\
+         typed_extension_protocol_options:\n  \
+           envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n    \
+             \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n    \
+             explicit_http_config: {{ http2_protocol_options: {{}} }}\n\
+         load_assignment:\n  \
+           cluster_name: {OTLP_CLUSTER_NAME}\n  \
+           endpoints:\n    \
+             - lb_endpoints:\n        \
+                 - endpoint: {{ address: {{ socket_address: {{ address: {host:?}, port_value: {port} }} }} }}\n"
+    ))
+    .map_err(EnvoyConfigError::Parse)?;
+
+    let mut root: Value = serde_yaml::from_str(rendered).map_err(EnvoyConfigError::Parse)?;
+    let hcm = hcm_config(&mut root)?;
+    let Some(hcm) = hcm.value.as_mapping_mut() else {
+        return Err(hcm.shape("expected a mapping"));
+    };
+    hcm.insert("tracing".into(), tracing);
+    let clusters = Node::root(&mut root).at("static_resources")?.at("clusters")?;
+    let Some(list) = clusters.value.as_sequence_mut() else {
+        return Err(clusters.shape("expected a list"));
+    };
+    if list.iter().any(|c| c.get("name").and_then(Value::as_str) == Some(OTLP_CLUSTER_NAME)) {
+        return Err(clusters.shape(format!("already has a cluster named {OTLP_CLUSTER_NAME:?}")));
+    }
+    list.push(cluster);
+    let body = serde_yaml::to_string(&root).map_err(EnvoyConfigError::Serialize)?;
+    Ok(format!("{RENDERED_HEADER}\n{body}"))
+}
+
+/// The agents' listener's HTTP connection manager config.
+fn hcm_config(root: &mut Value) -> Result<Node<'_>, EnvoyConfigError> {
+    Node::root(root)
+        .at("static_resources")?
+        .at("listeners")?
+        .named(LISTENER_NAME)?
+        .at("filter_chains")?
+        .only()?
+        .at("filters")?
+        .named(HCM_NAME)?
+        .at("typed_config")
 }
 
 /// Type of each resource in an ECDS discovery response.
@@ -137,15 +218,7 @@ pub struct EcdsSplit {
 pub fn split_for_ecds(rendered: &str, ecds_path: &Path) -> Result<EcdsSplit, EnvoyConfigError> {
     let ecds = abs("ECDS file", ecds_path)?;
     let mut root: Value = serde_yaml::from_str(rendered).map_err(EnvoyConfigError::Parse)?;
-    let filter = Node::root(&mut root)
-        .at("static_resources")?
-        .at("listeners")?
-        .named(LISTENER_NAME)?
-        .at("filter_chains")?
-        .only()?
-        .at("filters")?
-        .named(HCM_NAME)?
-        .at("typed_config")?
+    let filter = hcm_config(&mut root)?
         .at("http_filters")?
         .named(WASM_FILTER_NAME)?;
     let typed_config = filter.clone_of("typed_config")?;
@@ -163,7 +236,7 @@ pub fn split_for_ecds(rendered: &str, ecds_path: &Path) -> Result<EcdsSplit, Env
     let body = serde_yaml::to_string(&root).map_err(EnvoyConfigError::Serialize)?;
     Ok(EcdsSplit {
         bootstrap: format!(
-            "# Rendered by portcullis from envoy/envoy.yaml for this machine; do not edit.\n\
+            "{RENDERED_HEADER}\n\
              # The portcullis filter's config is served by ECDS from {ecds}.\n{body}"
         ),
         filter,

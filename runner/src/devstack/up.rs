@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
 use crate::devstack::certs::{self, DevPki};
-use crate::devstack::envoy_config::{ecds_response, find_envoy, process_env, render, split_for_ecds, AdminAddress, EnvoyParams};
+use crate::devstack::envoy_config::{ecds_response, find_envoy, process_env, render, split_for_ecds, with_otlp_tracing, AdminAddress, EnvoyParams};
 use crate::sandbox::local::LocalNamespaces;
 use crate::service::serve::{serve, ControlArgs, ServeOptions, SharedCatalog};
 use crate::devstack::reload;
@@ -48,6 +48,9 @@ pub struct UpOptions {
     pub users: Option<PathBuf>,
     /// Plan and approval limits; the runner's state goes to `<state-dir>/runner`.
     pub control: ControlArgs,
+    /// OTLP/gRPC collector (`HOST:PORT`) for Envoy's tracer. The in-process runner exports
+    /// there too: the caller passes the same endpoint to [`crate::telemetry::init`].
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Everything `up` writes goes under `opts.state_dir`, which it creates (or tightens) to 0700;
@@ -84,7 +87,11 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     // The filter's config goes to Envoy by ECDS from this file, which exists (with the first
     // config) before Envoy starts; later configs are moved onto it (crate::devstack::reload).
     let ecds_path = std::path::absolute(opts.state_dir.join(ECDS_FILE))?;
-    let split = split_for_ecds(&render(&template, &params)?, &ecds_path)?;
+    let mut rendered = render(&template, &params)?;
+    if let Some(endpoint) = &opts.otlp_endpoint {
+        rendered = with_otlp_tracing(&rendered, &crate::telemetry::endpoint_authority(endpoint)?)?;
+    }
+    let split = split_for_ecds(&rendered, &ecds_path)?;
     reload::write_ecds(&ecds_path, &ecds_response(&split.filter, &built.json, &built.version)?)?;
     // No secret in it (the plugin configuration went to the ECDS file), but it is nobody else's.
     let rendered = opts.state_dir.join("envoy.yaml");

@@ -39,12 +39,12 @@ use std::io::{self, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{validate, Backend, JobOutput, JobSpec, SandboxError};
+use super::{validate, Backend, JobOutput, JobSpec, NoPhases, Phase, PhaseObserver, SandboxError};
 use jobdir::JobDir;
 use protocol::{read_status_blocking, StatusMsg, EXIT_SETUP};
 use spawn::{pidfd_open, Prepared};
@@ -250,15 +250,34 @@ impl Backend for LocalNamespaces {
     }
 
     async fn run(&self, job: JobSpec) -> Result<JobOutput, SandboxError> {
+        self.run_observed(job, &NoPhases).await
+    }
+
+    /// Phases: create is the job dir, the spawn and the sandbox's setup up to the exec of the
+    /// command (EOF on the status pipe); run lasts until the command has exited and its
+    /// output is drained; destroy is the removal of the job dir.
+    async fn run_observed(
+        &self,
+        job: JobSpec,
+        phases: &dyn PhaseObserver,
+    ) -> Result<JobOutput, SandboxError> {
         validate(&job)?;
         let start = Instant::now();
-        let mut jobdir = JobDir::create(&self.temp_root)?;
+        let created = SystemTime::now();
+        let failed = |phase: Phase, since: SystemTime, e: SandboxError| {
+            phases.phase(phase, since, SystemTime::now(), Some(&e));
+            e
+        };
+        let mut jobdir =
+            JobDir::create(&self.temp_root).map_err(|e| failed(Phase::Create, created, e))?;
         let Prepared {
             cmd,
             status_r,
             child_fds,
             lifeline_w,
-        } = self.prepare(&job, &jobdir.path)?;
+        } = self
+            .prepare(&job, &jobdir.path)
+            .map_err(|e| failed(Phase::Create, created, e))?;
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -269,10 +288,11 @@ impl Backend for LocalNamespaces {
             Ok(c) => c,
             Err(source) => {
                 let msg = read_status_blocking(status_r);
-                return Err(SandboxError::Create {
+                let e = SandboxError::Create {
                     context: format!("starting the sandbox: {}", msg.describe("spawn failed")),
                     source,
-                });
+                };
+                return Err(failed(Phase::Create, created, e));
             }
         };
         // If this future is dropped from here on, JobDir's Drop waits (in a thread) for init
@@ -294,7 +314,8 @@ impl Backend for LocalNamespaces {
             let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(status_r)?;
             let mut buf = Vec::new();
             rx.read_to_end(&mut buf).await?;
-            Ok::<_, io::Error>(buf)
+            // EOF: the command was exec'd (or setup failed): the end of the create phase.
+            Ok::<_, io::Error>((buf, SystemTime::now()))
         };
         let mut lifeline = Some(lifeline_w);
         let wait = async {
@@ -321,26 +342,58 @@ impl Backend for LocalNamespaces {
             wait
         );
         drop(lifeline);
-        let exit = exit.map_err(|e| io_err("waiting for the sandbox", e))?;
-        let (stdout, out_trunc) = out.map_err(|e| io_err("reading stdout", e))?;
-        let (stderr, err_trunc) = err.map_err(|e| io_err("reading stderr", e))?;
-        let status = StatusMsg(status.map_err(|e| io_err("reading the status pipe", e))?);
+        let ran = SystemTime::now();
+        let (status, execed) = match status {
+            Ok((buf, at)) => (Ok(buf), at),
+            Err(e) => (Err(e), ran),
+        };
+        let status = StatusMsg(
+            status
+                .map_err(|e| io_err("reading the status pipe", e))
+                .map_err(|e| failed(Phase::Create, created, e))?,
+        );
+        // A setup or exec failure ends the create phase; nothing ran.
+        let setup_failed = status.to_error(&job.command[0]).or_else(|| {
+            // init failed before it could even use the status pipe.
+            let early = matches!(&exit, Ok(st) if st.code() == Some(EXIT_SETUP))
+                && matches!(&err, Ok((e, _)) if e.starts_with(b"portcullis-sandbox:"));
+            early.then(|| SandboxError::Setup {
+                message: err
+                    .as_ref()
+                    .map(|(e, _)| String::from_utf8_lossy(e).trim().to_string())
+                    .unwrap_or_default(),
+            })
+        });
+        phases.phase(Phase::Create, created, execed, setup_failed.as_ref());
+        let run_phase = |e: SandboxError| {
+            phases.phase(Phase::Run, execed, ran, Some(&e));
+            e
+        };
+        let exit = exit
+            .map_err(|e| io_err("waiting for the sandbox", e))
+            .map_err(run_phase)?;
+        let (stdout, out_trunc) = out
+            .map_err(|e| io_err("reading stdout", e))
+            .map_err(run_phase)?;
+        let (stderr, err_trunc) = err
+            .map_err(|e| io_err("reading stderr", e))
+            .map_err(run_phase)?;
+        if setup_failed.is_none() {
+            phases.phase(Phase::Run, execed, ran, None);
+        }
 
         // Teardown: the namespace is empty once init has exited (see module docs).
+        let destroying = SystemTime::now();
         let remove = tokio::task::spawn_blocking(move || jobdir.remove());
-        match remove.await {
-            Ok(r) => r?,
-            Err(e) => return Err(io_err("removing the job dir", io::Error::other(e))),
-        }
+        let removed = match remove.await {
+            Ok(r) => r,
+            Err(e) => Err(io_err("removing the job dir", io::Error::other(e))),
+        };
+        phases.phase(Phase::Destroy, destroying, SystemTime::now(), removed.as_ref().err());
+        removed?;
 
-        if let Some(e) = status.to_error(&job.command[0]) {
+        if let Some(e) = setup_failed {
             return Err(e);
-        }
-        if exit.code() == Some(EXIT_SETUP) && stderr.starts_with(b"portcullis-sandbox:") {
-            // init failed before it could even use the status pipe.
-            return Err(SandboxError::Setup {
-                message: String::from_utf8_lossy(&stderr).trim().to_string(),
-            });
         }
         Ok(JobOutput {
             exit_code: exit.code(),

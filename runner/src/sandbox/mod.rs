@@ -160,6 +160,41 @@ pub trait Backend: Send + Sync {
     /// started is still running. Dropping the future also destroys the environment (a
     /// backend may finish that cleanup in the background).
     async fn run(&self, job: JobSpec) -> Result<JobOutput, SandboxError>;
+
+    /// [`Backend::run`], telling `phases` when each [`Phase`] began and ended, as it ends.
+    /// Backends that cannot tell their phases apart report nothing (this default).
+    async fn run_observed(&self, job: JobSpec, phases: &dyn PhaseObserver) -> Result<JobOutput, SandboxError> {
+        let _ = phases;
+        self.run(job).await
+    }
+}
+
+/// The steps of one job that every backend goes through (fresh namespaces and a job dir
+/// locally; a namespace and a pod in Kubernetes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// From the start of environment creation until the command is about to run (the
+    /// sandbox's setup done, the command exec'd).
+    Create,
+    /// From the command's start until it has exited (or was killed) and its output is read.
+    Run,
+    /// Tearing the environment down.
+    Destroy,
+}
+
+/// Told about each [`Phase`] of a job once it has ended (telemetry makes spans of them).
+/// Called from inside [`Backend::run_observed`]: must be quick and must not block.
+pub trait PhaseObserver: Send + Sync {
+    /// `phase` ran from `start` to `end`; `error` is set when it failed (then no later phase
+    /// follows, except [`Phase::Destroy`]).
+    fn phase(&self, phase: Phase, start: std::time::SystemTime, end: std::time::SystemTime, error: Option<&SandboxError>);
+}
+
+/// Observes nothing.
+pub struct NoPhases;
+
+impl PhaseObserver for NoPhases {
+    fn phase(&self, _: Phase, _: std::time::SystemTime, _: std::time::SystemTime, _: Option<&SandboxError>) {}
 }
 
 /// Checks a spec against what every backend requires. Backends call this first.

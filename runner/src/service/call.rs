@@ -13,6 +13,7 @@ use crate::plans::key::rfc3339;
 use crate::plans::PlanRecord;
 use crate::service::serve::{unix_now, Runner};
 use crate::service::tools::{job_for, render_output};
+use crate::telemetry;
 
 /// The call needs a person's approval, which is now pending: it was not run.
 pub const APPROVAL_PENDING: i32 = -32004;
@@ -53,7 +54,7 @@ impl Runner {
             job.env.push(("PORTCULLIS_DRY_RUN".into(), "1".into()));
         }
         tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
-        let out = self.backend.run(job).await.map_err(|e| {
+        let out = self.queue.run(self.backend.as_ref(), job).await.map_err(|e| {
             tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
             McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None)
         })?;
@@ -82,6 +83,15 @@ impl Runner {
     /// Ok when an approved call may run now (it is then marked executed); otherwise the
     /// JSON-RPC error the agent gets.
     fn approval_gate(&self, tool: &Tool, arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<(), McpError> {
+        let span = telemetry::approval_check();
+        let result = self.approval_gate_inner(tool, arguments, claims);
+        if let Err(e) = &result {
+            span.fail(if e.code.0 == APPROVAL_PENDING { "approval_pending" } else { "approval_refused" }, e.message.to_string());
+        }
+        result
+    }
+
+    fn approval_gate_inner(&self, tool: &Tool, arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<(), McpError> {
         let canonical = canonical_arguments(arguments).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
         let gate = self.approvals.gate(claims, canonical, unix_now()).map_err(|e| {
             tracing::error!(tool = %tool.name, error = %e, "approval state unavailable");
@@ -89,10 +99,12 @@ impl Runner {
         })?;
         match gate {
             Gate::Run(a) => {
+                telemetry::approval_state(State::Executed.as_str());
                 tracing::info!(approval = %a.id, decision = %claims.decision_id, "approved call executes");
                 Ok(())
             }
             Gate::Requested(a) => {
+                telemetry::approval_state(State::Pending.as_str());
                 tracing::info!(approval = %a.id, tool = %tool.name, decision = %claims.decision_id, "approval requested");
                 if let Some(hook) = &self.webhook {
                     hook.notify(&a);
@@ -100,7 +112,12 @@ impl Runner {
                 Err(pending(&a))
             }
             Gate::Refused { approval, .. } if approval.state == State::Pending => Err(pending(&approval)),
-            Gate::Refused { approval, .. } => Err(refused(&approval)),
+            Gate::Refused { approval, newly_expired } => {
+                if newly_expired {
+                    telemetry::approval_state(State::Expired.as_str());
+                }
+                Err(refused(&approval))
+            }
         }
     }
 
@@ -126,6 +143,7 @@ impl Runner {
                     tracing::warn!(approval = %id, approver = claims.user.as_deref().unwrap_or("-"), error = %e, "approval decision refused");
                     decision_refused(&e)
                 })?;
+                telemetry::approval_state(a.state.as_str());
                 tracing::info!(approval = %a.id, state = a.state.as_str(), approver = claims.user.as_deref().unwrap_or("-"), "approval decided");
                 let next = if a.state == State::Approved {
                     format!("; the requester may now send the same call again, once, before {}", rfc3339(a.expires_at))

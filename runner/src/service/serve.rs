@@ -26,8 +26,10 @@ use crate::approvals::webhook::Webhook;
 use crate::approvals::Approvals;
 use crate::plans::Plans;
 use crate::sandbox::Backend;
+use crate::service::queue::{JobQueue, MAX_JOBS};
 use crate::service::session_guard::SessionGuard;
 use crate::store::Store;
+use crate::telemetry::{self, call::TICKET_CHECK, CallSpan};
 
 /// JSON-RPC error code for a call refused by the runner's ticket check.
 pub const TICKET_REFUSED: i32 = -32002;
@@ -42,6 +44,8 @@ pub struct Runner {
     pub approvals: Approvals,
     pub webhook: Option<Arc<Webhook>>,
     pub backend: Arc<dyn Backend>,
+    /// Calls wait here for a sandbox slot.
+    pub queue: JobQueue,
 }
 
 /// The catalog the runner lists and runs tools from. `up` replaces it when the catalog file
@@ -127,7 +131,23 @@ impl ServerHandler for Handler {
         Ok(ListToolsResult::with_all_items(tools))
     }
 
+    /// The call inside its `tools/call {tool}` span (see [`crate::telemetry`]).
     async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let meta = telemetry::call::MetaContext { traceparent: context.meta.get_traceparent(), tracestate: context.meta.get_tracestate() };
+        let headers = context.extensions.get::<http::request::Parts>().map(|p| &p.headers);
+        let span = CallSpan::start(&request.name, &context.id, headers, meta);
+        let result = span.scope(self.run_call(request, context)).await;
+        span.finish(&result);
+        result
+    }
+}
+
+impl Handler {
+    async fn run_call(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
@@ -146,7 +166,7 @@ impl ServerHandler for Handler {
             [] => Ok(None),
             _ => Err(Refusal::SeveralTickets),
         };
-        let claims = ticket.and_then(|t| runner.admit(t, &request.name, request.arguments.as_ref())).map_err(|refusal| {
+        let claims = telemetry::in_span(TICKET_CHECK, "ticket_refused", || ticket.and_then(|t| runner.admit(t, &request.name, request.arguments.as_ref()))).map_err(|refusal| {
             tracing::warn!(tool = %request.name, %refusal, "call refused");
             McpError::new(ErrorCode(TICKET_REFUSED), refusal.to_string(), Some(json!({"tool": request.name})))
         })?;
@@ -245,7 +265,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
     let guard_tickets = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let callers = CallerVerifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let ControlPlane { store, plans, approvals, webhook } = opts.control.open()?;
-    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, store, plans, approvals, webhook, backend: opts.backend });
+    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, store, plans, approvals, webhook, backend: opts.backend, queue: JobQueue::new(MAX_JOBS) });
     let mut config = StreamableHttpServerConfig::default();
     if opts.json_response {
         // JSON answers need the stateless mode in rmcp; sessions are not used by the gateway.

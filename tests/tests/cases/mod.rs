@@ -11,4 +11,5 @@ mod ratelimit;
 mod reload;
 mod secrets;
 mod sessions;
+mod telemetry;
 mod transport;
