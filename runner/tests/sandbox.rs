@@ -11,6 +11,8 @@ use portcullis_runner::sandbox::{Backend, JobOutput, JobSpec, SandboxError};
 
 #[path = "sandbox/private_dirs.rs"]
 mod private_dirs;
+#[path = "sandbox/progress.rs"]
+mod progress;
 
 /// A backend whose job dirs go to a fresh dir of this test, so leaks are attributable.
 struct Fixture {
@@ -70,6 +72,7 @@ fn job(argv: &[&str]) -> JobSpec {
         stdin: vec![],
         timeout: Duration::from_secs(20),
         max_output_bytes: 1 << 20,
+        progress: None,
     }
 }
 
@@ -411,6 +414,7 @@ async fn environment_is_exactly_the_spec() {
         "FOO=bar baz",
         "HOME=/tmp",
         "PATH=/usr/local/bin:/usr/bin:/bin",
+        "PORTCULLIS_PROGRESS_FD=3",
         "TMPDIR=/tmp/sub",
     ]
     .into();
