@@ -1,5 +1,6 @@
 //! The runner service (`portcullis serve`): what runs in production beside the gateway.
 
+pub mod progress;
 pub mod replay;
 pub mod serve;
 pub mod session_guard;

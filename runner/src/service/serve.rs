@@ -156,7 +156,7 @@ impl ServerHandler for Handler {
         }
         let job = job_for(tool, request.arguments.as_ref(), &claims.decision_id).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
-        let out = runner.backend.run(job).await.map_err(|e| {
+        let out = crate::service::progress::run_reporting_progress(runner.backend.as_ref(), job, &context).await.map_err(|e| {
             tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
             McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None)
         })?;
