@@ -83,20 +83,20 @@ struct Event {
 /// Posts a tools/call on the shared stack and reads its event stream chunk by chunk as it
 /// arrives.
 async fn call_streaming(body: &str) -> (u16, Vec<Event>) {
-    call_streaming_on(stack(), body, "text/event-stream").await
+    let s = stack();
+    call_streaming_on(s, &s.http_client(Some("reader")), body, "text/event-stream").await
 }
 
-/// Posts a tools/call as the reader (in a session where the runner keeps them) and reads the
+/// Posts a tools/call with `http` (in a session where the runner keeps them) and reads the
 /// answer, of media type `media`, chunk by chunk as it arrives.
-async fn call_streaming_on(s: &Stack, body: &str, media: &str) -> (u16, Vec<Event>) {
-    let http = s.http_client(Some("reader"));
+async fn call_streaming_on(s: &Stack, http: &reqwest::Client, body: &str, media: &str) -> (u16, Vec<Event>) {
     let mut req = http
         .post(s.url())
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-06-18");
     // A stateless runner (`--json-response`) opens no sessions.
-    if let Ok(session) = open_session(&http, &s.url()).await {
+    if let Ok(session) = open_session(http, &s.url()).await {
         req = req.header("mcp-session-id", session);
     }
     let mut resp = req.body(body.to_owned()).send().await.unwrap();
@@ -160,15 +160,25 @@ async fn progress_events_stream_through_the_gateway_ahead_of_the_result() {
     assert_progress_then_result(&events, 7, "rollout-7");
 }
 
+/// The same over HTTP/1.1 between the agent and Envoy (a chunked body).
+#[tokio::test]
+async fn progress_streams_over_http1_too() {
+    let s = stack();
+    let (status, events) = call_streaming_on(s, &s.http1_client(Some("reader")), &rollout_call(12, "rollout-12"), "text/event-stream").await;
+    assert_eq!(status, 200, "{events:?}");
+    assert_progress_then_result(&events, 12, "rollout-12");
+}
+
 /// A runner started with `--json-response` still streams a call that reports progress: rmcp
 /// answers it with an event stream, and one without a token with plain JSON.
 #[tokio::test]
 async fn a_json_response_runner_streams_progress_too() {
     let s = crate::cases::listing::json_stack();
-    let (status, events) = call_streaming_on(s, &rollout_call(10, "rollout-10"), "text/event-stream").await;
+    let http = s.http_client(Some("reader"));
+    let (status, events) = call_streaming_on(s, &http, &rollout_call(10, "rollout-10"), "text/event-stream").await;
     assert_eq!(status, 200, "{events:?}");
     assert_progress_then_result(&events, 10, "rollout-10");
-    let (status, events) = call_streaming_on(s, &tools_call(11, "watch_rollout", rollout_arguments()), "application/json").await;
+    let (status, events) = call_streaming_on(s, &http, &tools_call(11, "watch_rollout", rollout_arguments()), "application/json").await;
     assert_eq!(status, 200, "{events:?}");
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].message.pointer("/result/content/0/text").and_then(Value::as_str), Some(RESULT), "{events:?}");
