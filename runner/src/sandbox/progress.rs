@@ -280,6 +280,7 @@ fn clean(bytes: &[u8], max: usize) -> Option<(String, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     async fn run(
         input: &[u8],
@@ -287,6 +288,18 @@ mod tests {
         limits: ProgressLimits,
     ) -> ProgressStats {
         forward(input, sink, limits).await.unwrap()
+    }
+
+    /// A forwarder reading from the returned writer, as a job's pipe would be read.
+    fn spawn_forward(
+        tx: Sender<String>,
+        limits: ProgressLimits,
+    ) -> (
+        tokio::io::DuplexStream,
+        tokio::task::JoinHandle<io::Result<ProgressStats>>,
+    ) {
+        let (w, r) = tokio::io::duplex(1 << 16);
+        (w, tokio::spawn(forward(r, Some(tx), limits)))
     }
 
     fn drain(rx: &mut mpsc::Receiver<String>) -> Vec<String> {
@@ -325,9 +338,7 @@ mod tests {
     #[tokio::test]
     async fn each_line_is_one_message() {
         let (tx, mut rx) = mpsc::channel(16);
-        let (mut w, r) = tokio::io::duplex(1 << 16);
-        let task = tokio::spawn(forward(r, Some(tx), ProgressLimits::default()));
-        use tokio::io::AsyncWriteExt;
+        let (mut w, task) = spawn_forward(tx, ProgressLimits::default());
         for i in 0..3 {
             w.write_all(format!("step {i}\n").as_bytes()).await.unwrap();
             assert_eq!(
@@ -375,9 +386,7 @@ mod tests {
             burst: 1000,
             ..ProgressLimits::default()
         };
-        let (mut w, r) = tokio::io::duplex(1 << 16);
-        let task = tokio::spawn(forward(r, Some(tx), limits));
-        use tokio::io::AsyncWriteExt;
+        let (mut w, task) = spawn_forward(tx, limits);
         for i in 0..100 {
             w.write_all(format!("{i}\n").as_bytes()).await.unwrap();
             if i < 5 {
@@ -408,9 +417,7 @@ mod tests {
             burst: 1,
             ..ProgressLimits::default()
         };
-        let (mut w, r) = tokio::io::duplex(1 << 16);
-        let task = tokio::spawn(forward(r, Some(tx), limits));
-        use tokio::io::AsyncWriteExt;
+        let (mut w, task) = spawn_forward(tx, limits);
         for i in 0..10 {
             w.write_all(format!("{i}\n").as_bytes()).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
