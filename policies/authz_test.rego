@@ -316,9 +316,9 @@ test_visible_tools_match_call_decisions if {
 
 test_visible_tools_for_three_identities if {
 	r := authz.decision with input as rpc(reader, null, "tools/list", monday_10)
-	r.visible_tools == ["inspect_sandbox", "list_pods", "word_count"]
+	r.visible_tools == ["inspect_sandbox", "list_pods", "watch_rollout", "word_count"]
 	o := authz.decision with input as rpc(operator, alice, "tools/list", monday_10)
-	o.visible_tools == ["apply_config", "apply_release", "deploy_release", "inspect_sandbox", "list_pods", "plan_release", "restart_deployment", "tail_logs", "word_count"]
+	o.visible_tools == ["apply_config", "apply_release", "deploy_release", "inspect_sandbox", "list_pods", "plan_release", "restart_deployment", "tail_logs", "watch_rollout", "word_count"]
 	i := authz.decision with input as rpc(intruder, null, "tools/list", monday_10)
 	i.visible_tools == []
 }

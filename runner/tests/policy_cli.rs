@@ -209,8 +209,8 @@ fn eval_prints_the_visible_tools_of_tools_list() {
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     let (document, human) = text.split_once("\n\n").expect("document, blank line, reasons");
     let document: Value = serde_json::from_str(document).expect("decision document");
-    assert_eq!(document["visible_tools"], json!(["inspect_sandbox", "list_pods", "word_count"]));
-    assert!(human.ends_with("  visible tools: inspect_sandbox, list_pods, word_count\n"), "{human}");
+    assert_eq!(document["visible_tools"], json!(["inspect_sandbox", "list_pods", "watch_rollout", "word_count"]));
+    assert!(human.ends_with("  visible tools: inspect_sandbox, list_pods, watch_rollout, word_count\n"), "{human}");
     // Other methods carry no visible_tools at all.
     let ping = json!({"method": "ping", "tool": null, "arguments": null, "plan_hash": null, "workload": workload("reader"), "user": null});
     let out = policy_eval(&write_input(dir.path(), "ping.json", &ping), &["--json"]);

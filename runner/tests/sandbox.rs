@@ -13,6 +13,8 @@ use portcullis_runner::sandbox::{
 
 #[path = "sandbox/private_dirs.rs"]
 mod private_dirs;
+#[path = "sandbox/progress.rs"]
+mod progress;
 
 /// A backend whose job dirs go to a fresh dir of this test, so leaks are attributable.
 struct Fixture {
@@ -72,6 +74,7 @@ fn job(argv: &[&str]) -> JobSpec {
         stdin: vec![],
         timeout: Duration::from_secs(20),
         max_output_bytes: 1 << 20,
+        progress: None,
     }
 }
 
@@ -413,6 +416,7 @@ async fn environment_is_exactly_the_spec() {
         "FOO=bar baz",
         "HOME=/tmp",
         "PATH=/usr/local/bin:/usr/bin:/bin",
+        "PORTCULLIS_PROGRESS_FD=3",
         "TMPDIR=/tmp/sub",
     ]
     .into();

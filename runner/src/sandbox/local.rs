@@ -22,7 +22,8 @@
 //!    namespace, and `waitpid` returns only once that is done, so "init exited" means "the
 //!    job is gone". On timeout the runner closes a lifeline pipe; init then SIGKILLs PID 1
 //!    and waits the same way. If init itself dies, PR_SET_PDEATHSIG kills PID 1.
-//! 5. The runner drains stdout/stderr to EOF (discarding past the cap), reaps init, removes
+//! 5. The runner drains stdout/stderr to EOF (discarding past the cap), and the job's progress
+//!    pipe (its fd 3, see [`super::progress`]) line by line while it runs, reaps init, removes
 //!    the job dir and only then returns.
 //!
 //! What the job can still see of the host: read-only `/usr` and `/etc` (plus the symlinks or
@@ -44,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+use super::progress::{self, ProgressLimits};
 use super::{validate, Backend, JobOutput, JobSpec, NoPhases, Phase, PhaseObserver, SandboxError};
 use jobdir::JobDir;
 use protocol::{read_status_blocking, StatusMsg, EXIT_SETUP};
@@ -101,6 +103,7 @@ pub struct LocalNamespaces {
     ro_binds: Vec<PathBuf>,
     temp_root: PathBuf,
     host_user: Option<(u32, u32)>,
+    progress: ProgressLimits,
 }
 
 impl LocalNamespaces {
@@ -115,6 +118,7 @@ impl LocalNamespaces {
             ro_binds: Vec::new(),
             temp_root: std::env::temp_dir(),
             host_user: None,
+            progress: ProgressLimits::default(),
         }
     }
 
@@ -129,6 +133,12 @@ impl LocalNamespaces {
     /// never exposes more than the job could read on the host anyway.
     pub fn with_ro_bind(mut self, path: impl Into<PathBuf>) -> Self {
         self.ro_binds.push(path.into());
+        self
+    }
+
+    /// Bounds on each job's progress lines (see [`super::progress`]).
+    pub fn with_progress_limits(mut self, limits: ProgressLimits) -> Self {
+        self.progress = limits;
         self
     }
 
@@ -188,6 +198,7 @@ impl LocalNamespaces {
             stdin: vec![],
             timeout: Duration::from_secs(10),
             max_output_bytes: 64 << 10,
+            progress: None,
         };
         let unsupported = |what: String, source: Option<io::Error>| SandboxError::Unsupported {
             what: format!("{what}{}", host_hints()),
@@ -200,6 +211,7 @@ impl LocalNamespaces {
             status_r,
             child_fds,
             lifeline_w,
+            progress_r: _,
         } = prep;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -258,7 +270,7 @@ impl Backend for LocalNamespaces {
     /// output is drained; destroy is the removal of the job dir.
     async fn run_observed(
         &self,
-        job: JobSpec,
+        mut job: JobSpec,
         phases: &dyn PhaseObserver,
     ) -> Result<JobOutput, SandboxError> {
         validate(&job)?;
@@ -275,6 +287,7 @@ impl Backend for LocalNamespaces {
             status_r,
             child_fds,
             lifeline_w,
+            progress_r,
         } = self
             .prepare(&job, &jobdir.path)
             .map_err(|e| failed(Phase::Create, created, e))?;
@@ -317,6 +330,13 @@ impl Backend for LocalNamespaces {
             // EOF: the command was exec'd (or setup failed): the end of the create phase.
             Ok::<_, io::Error>((buf, SystemTime::now()))
         };
+        // Read to EOF (every process of the job gone) whether or not anybody listens.
+        let sink = job.progress.take();
+        let limits = self.progress;
+        let progress = async move {
+            let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(progress_r)?;
+            progress::forward(rx, sink, limits).await
+        };
         let mut lifeline = Some(lifeline_w);
         let wait = async {
             match tokio::time::timeout(job.timeout, child.wait()).await {
@@ -334,11 +354,12 @@ impl Backend for LocalNamespaces {
                 }
             }
         };
-        let (_, out, err, status, (exit, timed_out)) = tokio::join!(
+        let (_, out, err, status, progress, (exit, timed_out)) = tokio::join!(
             write_stdin,
             read_capped(stdout, cap),
             read_capped(stderr, cap),
             status,
+            progress,
             wait
         );
         drop(lifeline);
@@ -378,6 +399,9 @@ impl Backend for LocalNamespaces {
         let (stderr, err_trunc) = err
             .map_err(|e| io_err("reading stderr", e))
             .map_err(run_phase)?;
+        let progress = progress
+            .map_err(|e| io_err("reading the progress pipe", e))
+            .map_err(run_phase)?;
         if setup_failed.is_none() {
             phases.phase(Phase::Run, execed, ran, None);
         }
@@ -403,6 +427,7 @@ impl Backend for LocalNamespaces {
             timed_out,
             truncated: out_trunc || err_trunc,
             duration: start.elapsed(),
+            progress,
         })
     }
 }

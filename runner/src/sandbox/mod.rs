@@ -9,6 +9,9 @@
 use std::time::Duration;
 
 pub mod local;
+pub mod progress;
+
+pub use progress::{ProgressLimits, ProgressStats};
 
 /// One job: a command to run once, in an environment created for it alone.
 #[derive(Debug, Clone)]
@@ -28,6 +31,10 @@ pub struct JobSpec {
     /// Cap per output stream. Excess is read and discarded (the job is never blocked on a
     /// full pipe) and [`JobOutput::truncated`] is set.
     pub max_output_bytes: usize,
+    /// Where the job's progress lines go while it runs (see [`progress`]): one line per
+    /// message, bounded and coalesced, never blocking the job. `None` discards them; the job
+    /// gets its progress channel either way, so it behaves the same.
+    pub progress: Option<tokio::sync::mpsc::Sender<String>>,
 }
 
 /// What a job did. Returned only after its environment has been torn down.
@@ -45,6 +52,8 @@ pub struct JobOutput {
     pub truncated: bool,
     /// From the start of environment creation to the end of teardown.
     pub duration: Duration,
+    /// What became of the job's progress lines.
+    pub progress: ProgressStats,
 }
 
 impl JobOutput {

@@ -5,12 +5,14 @@ use portcullis_core::catalog::{Builtin, Kind, Tool};
 use portcullis_core::plan::canonical_arguments;
 use portcullis_core::ticket::Claims;
 use rmcp::model::{CallToolResult, ContentBlock, ErrorCode};
-use rmcp::ErrorData as McpError;
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer};
 use serde_json::{json, Map, Value};
 
 use crate::approvals::{Approval, DecideError, Gate, State};
 use crate::plans::key::rfc3339;
 use crate::plans::PlanRecord;
+use crate::service::progress::run_reporting_progress;
 use crate::service::serve::{unix_now, Runner};
 use crate::service::tools::{job_for, render_output};
 use crate::telemetry;
@@ -27,7 +29,7 @@ pub const DECISION_REFUSED: i32 = -32007;
 
 impl Runner {
     /// Runs an admitted call (its ticket verified) of a catalog tool.
-    pub async fn call(&self, tool: &Tool, arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<CallToolResult, McpError> {
+    pub async fn call(&self, tool: &Tool, arguments: Option<&Map<String, Value>>, claims: &Claims, context: &RequestContext<RoleServer>) -> Result<CallToolResult, McpError> {
         if let Some(builtin) = tool.builtin {
             return self.builtin(builtin, arguments, claims);
         }
@@ -54,7 +56,7 @@ impl Runner {
             job.env.push(("PORTCULLIS_DRY_RUN".into(), "1".into()));
         }
         tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
-        let out = self.queue.run(self.backend.as_ref(), job).await.map_err(|e| {
+        let out = run_reporting_progress(&self.queue, self.backend.as_ref(), job, context).await.map_err(|e| {
             tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
             McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None)
         })?;

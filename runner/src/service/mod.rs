@@ -1,6 +1,7 @@
 //! The runner service (`portcullis serve`): what runs in production beside the gateway.
 
 pub mod call;
+pub mod progress;
 pub mod queue;
 pub mod serve;
 pub mod session_guard;

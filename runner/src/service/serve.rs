@@ -174,7 +174,7 @@ impl Handler {
         let Some(tool) = catalog.get(&request.name) else {
             return Err(McpError::invalid_params(format!("tool {} is not in the catalog", request.name), None));
         };
-        Ok(runner.call(tool, request.arguments.as_ref(), &claims).await?.into())
+        Ok(runner.call(tool, request.arguments.as_ref(), &claims, &context).await?.into())
     }
 }
 

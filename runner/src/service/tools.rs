@@ -48,6 +48,7 @@ pub fn job_for(tool: &Tool, arguments: Option<&Map<String, Value>>, job_id: &str
         stdin: json.into_bytes(),
         timeout: Duration::from_secs(local.timeout_seconds),
         max_output_bytes: local.max_output_bytes,
+        progress: None,
     })
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::stack;
 
 /// A stack whose runner answers with JSON bodies instead of event streams.
-fn json_stack() -> &'static Stack {
+pub(crate) fn json_stack() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| Stack::start_with(&["--json-response"]))
 }
@@ -28,6 +28,7 @@ fn valid_arguments(tool: &str) -> Value {
         "tail_logs" => json!({"namespace": "team-a", "pod": "web-1", "lines": 5}),
         "plan_release" | "deploy_release" => json!({"namespace": "team-a", "release": "web", "version": "v1.2.3", "environment": "staging"}),
         "restart_deployment" => json!({"namespace": "team-a", "deployment": "web"}),
+        "watch_rollout" => json!({"namespace": "team-a", "deployment": "web", "replicas": 1}),
         other => panic!("listing test: no valid arguments known for catalog tool {other}; add them to valid_arguments"),
     }
 }

@@ -6,6 +6,7 @@ mod identity;
 mod listing;
 mod plan_hash;
 mod policy;
+mod progress;
 mod python_sdk;
 mod ratelimit;
 mod reload;

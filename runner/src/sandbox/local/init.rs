@@ -1,4 +1,5 @@
-//! Sandbox side: `portcullis __sandbox-init status-fd=N config-fd=N lifeline-fd=N -- argv...`.
+//! Sandbox side: `portcullis __sandbox-init status-fd=N config-fd=N lifeline-fd=N
+//! progress-fd=N -- argv...`.
 //!
 //! Started by the runner already inside fresh user, mount, net, ipc and uts namespaces, with
 //! the pid namespace pending for its children (see `local.rs`). This process is
@@ -22,21 +23,28 @@ use nix::unistd::{fork, ForkResult, Pid};
 use super::protocol::{cstrings, InitConfig, EXIT_SETUP, STATUS_EXEC, STATUS_SETUP};
 use super::rootfs;
 use super::spawn::pidfd_open;
+use crate::sandbox::progress::PROGRESS_FD;
 
 /// Entry point of the hidden `__sandbox-init` subcommand. Not for direct use: it expects the
 /// fds and namespaces the runner sets up.
 pub fn init_main(args: Vec<String>) -> ExitCode {
-    let args = match Args::parse(&args) {
+    let args = match Args::parse(&args).and_then(Args::progress_on_its_fd) {
         Ok(a) => a,
         Err(m) => {
             eprintln!("portcullis-sandbox: {m}");
             return ExitCode::from(EXIT_SETUP as u8);
         }
     };
+    close_inherited_fds(&[
+        args.status_fd,
+        args.config_fd,
+        args.lifeline_fd,
+        PROGRESS_FD,
+    ]);
     let status = Status(args.status_fd);
     // Exec'd by descriptor, the kernel named us after the fd number; `ps` shows this instead.
     let _ = nix::sys::prctl::set_name(c"portcullis");
-    // The job must not inherit any of these.
+    // The job must not inherit any of these (it inherits only PROGRESS_FD).
     for fd in [args.status_fd, args.config_fd, args.lifeline_fd] {
         // SAFETY: fcntl on an fd number; failure is harmless here (checked by exec later).
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -63,22 +71,46 @@ pub fn init_main(args: Vec<String>) -> ExitCode {
         Err(e) => status.fail(&format!("fork: {e}")),
     };
     drop(me);
-    // Our copy of the status pipe must close so the runner sees EOF once PID 1 has exec'd.
-    // SAFETY: closing our own fd; PID 1 has its own copy.
-    unsafe { libc::close(args.status_fd) };
+    // Our copy of the status pipe must close so the runner sees EOF once PID 1 has exec'd,
+    // and our copy of the progress pipe so that it sees EOF once the job is gone.
+    // SAFETY: closing our own fds; PID 1 has its own copies.
+    unsafe {
+        libc::close(args.status_fd);
+        libc::close(PROGRESS_FD);
+    }
     supervise(child, args.lifeline_fd)
+}
+
+/// Closes every descriptor above stdio but `keep`: whatever the runner's own parent left
+/// open without close-on-exec (a make jobserver pipe, say) must not reach the job.
+fn close_inherited_fds(keep: &[RawFd]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|fd| *fd > 2 && !keep.contains(fd))
+        .collect();
+    for fd in fds {
+        // SAFETY: closing a descriptor nothing in this process uses (the directory's own,
+        // listed too, is closed already: EBADF, ignored).
+        unsafe { libc::close(fd) };
+    }
 }
 
 struct Args {
     status_fd: RawFd,
     config_fd: RawFd,
     lifeline_fd: RawFd,
+    progress_fd: RawFd,
     argv: Vec<String>,
 }
 
 impl Args {
     fn parse(args: &[String]) -> Result<Args, String> {
-        let usage = "usage: __sandbox-init status-fd=N config-fd=N lifeline-fd=N -- argv...";
+        let usage =
+            "usage: __sandbox-init status-fd=N config-fd=N lifeline-fd=N progress-fd=N -- argv...";
         let fd = |i: usize, key: &str| -> Result<RawFd, String> {
             args.get(i)
                 .and_then(|a| a.strip_prefix(key))
@@ -87,13 +119,14 @@ impl Args {
                 .filter(|&fd: &RawFd| fd > 2)
                 .ok_or_else(|| usage.to_string())
         };
-        let (status_fd, config_fd, lifeline_fd) = (
+        let (status_fd, config_fd, lifeline_fd, progress_fd) = (
             fd(0, "status-fd")?,
             fd(1, "config-fd")?,
             fd(2, "lifeline-fd")?,
+            fd(3, "progress-fd")?,
         );
         // Tolerate a parser in front of us having already consumed the "--".
-        let rest = &args[3..];
+        let rest = &args[4..];
         let argv = match rest.first() {
             Some(s) if s == "--" => rest[1..].to_vec(),
             _ => rest.to_vec(),
@@ -105,8 +138,42 @@ impl Args {
             status_fd,
             config_fd,
             lifeline_fd,
+            progress_fd,
             argv,
         })
+    }
+
+    /// Moves the progress pipe to [`PROGRESS_FD`], the number the job is told, moving
+    /// whichever of our other fds holds that number out of the way first. The progress fd
+    /// ends up inheritable; the others keep close-on-exec.
+    fn progress_on_its_fd(mut self) -> Result<Args, String> {
+        if self.progress_fd == PROGRESS_FD {
+            return Ok(self);
+        }
+        for fd in [
+            &mut self.status_fd,
+            &mut self.config_fd,
+            &mut self.lifeline_fd,
+        ] {
+            if *fd == PROGRESS_FD {
+                // SAFETY: fcntl/close on fds the runner passed to us.
+                let moved = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, PROGRESS_FD + 1) };
+                if moved < 0 {
+                    return Err(format!("moving fd {fd}: {}", Errno::last()));
+                }
+                // SAFETY: as above; `moved` replaces it.
+                unsafe { libc::close(*fd) };
+                *fd = moved;
+            }
+        }
+        // SAFETY: dup2 onto a number none of our fds holds any more; clears FD_CLOEXEC.
+        if unsafe { libc::dup2(self.progress_fd, PROGRESS_FD) } < 0 {
+            return Err(format!("moving the progress pipe: {}", Errno::last()));
+        }
+        // SAFETY: closing our now duplicate copy.
+        unsafe { libc::close(self.progress_fd) };
+        self.progress_fd = PROGRESS_FD;
+        Ok(self)
     }
 }
 

@@ -34,6 +34,7 @@ use std::path::Path;
 
 use super::protocol::{hostname_for, InitConfig, STATUS_SETUP};
 use super::LocalNamespaces;
+use crate::sandbox::progress::{PROGRESS_FD, PROGRESS_FD_ENV};
 use crate::sandbox::{JobSpec, SandboxError};
 
 /// Default environment of every job; `JobSpec::env` entries with the same name win.
@@ -60,6 +61,9 @@ impl LocalNamespaces {
             env.retain(|(dk, _)| dk != k);
             env.push((k.clone(), v.clone()));
         }
+        // Always the descriptor init puts the progress pipe on, whatever the spec says.
+        env.retain(|(k, _)| k != PROGRESS_FD_ENV);
+        env.push((PROGRESS_FD_ENV.to_string(), PROGRESS_FD.to_string()));
         let config = InitConfig {
             job_id: job.job_id.clone(),
             hostname: hostname_for(&job.job_id),
@@ -74,6 +78,7 @@ impl LocalNamespaces {
         let config_fd = memfd_with(&config).map_err(create("writing the job config"))?;
         let (status_r, status_w) = pipe().map_err(create("creating the status pipe"))?;
         let (lifeline_r, lifeline_w) = pipe().map_err(create("creating the lifeline pipe"))?;
+        let (progress_r, progress_w) = pipe().map_err(create("creating the progress pipe"))?;
 
         // Opened as the runner, before any uid change: see the module docs.
         let exe = open_path(&self.exe, 0).map_err(create(&format!(
@@ -88,6 +93,7 @@ impl LocalNamespaces {
                 format!("status-fd={}", status_w.as_raw_fd()),
                 format!("config-fd={}", config_fd.as_raw_fd()),
                 format!("lifeline-fd={}", lifeline_r.as_raw_fd()),
+                format!("progress-fd={}", progress_w.as_raw_fd()),
                 "--".to_string(),
             ]
             .into_iter()
@@ -129,6 +135,7 @@ impl LocalNamespaces {
                 status_w.as_raw_fd(),
                 config_fd.as_raw_fd(),
                 lifeline_r.as_raw_fd(),
+                progress_w.as_raw_fd(),
             ],
             exec: Exec::new(exe, argv, exec_step).map_err(create("encoding init's arguments"))?,
             dir,
@@ -138,8 +145,9 @@ impl LocalNamespaces {
         Ok(Prepared {
             cmd,
             status_r,
-            child_fds: [status_w, config_fd, lifeline_r],
+            child_fds: [status_w, config_fd, lifeline_r, progress_w],
             lifeline_w,
+            progress_r,
         })
     }
 }
@@ -152,9 +160,11 @@ pub(super) struct Prepared {
     pub(super) status_r: OwnedFd,
     /// The child's ends; the runner must close its copies right after spawning so that EOF
     /// on the status pipe means "exec'd or failed".
-    pub(super) child_fds: [OwnedFd; 3],
+    pub(super) child_fds: [OwnedFd; 4],
     /// Closing this (explicitly on timeout, or by the runner dying) makes init kill the job.
     pub(super) lifeline_w: OwnedFd,
+    /// The job's progress lines; EOF once every process of the job is gone.
+    pub(super) progress_r: OwnedFd,
 }
 
 /// The part of `prepare`d state the forked child uses before exec.
@@ -162,7 +172,7 @@ struct PreExec {
     uid_map: Vec<u8>,
     gid_map: Vec<u8>,
     status_fd: RawFd,
-    inherit: [RawFd; 3],
+    inherit: [RawFd; 4],
     exec: Exec,
     /// The job dir, opened by the runner.
     dir: OwnedFd,
