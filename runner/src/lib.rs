@@ -4,10 +4,13 @@
 //!   the admission of gateway credentials (tickets, caller assertions, sessions), turning a
 //!   call into a job, and its TLS.
 //! - [`sandbox`]: the execution backends behind one trait (local Linux namespaces today).
+//! - [`audit`]: the tamper-evident audit trail: a hash-chained log of gateway decisions
+//!   (ingested from Envoy's access log) and runner events, with signed checkpoints.
 //! - [`devstack`]: the operator's tooling around it: `up` (Envoy + filter + runner on one
 //!   machine, with hot reload), dev certificates and users, the rendered Envoy config, the
 //!   plugin configuration bundle, and `policy test`/`policy eval`.
 
+pub mod audit;
 pub mod devstack;
 pub mod sandbox;
 pub mod service;
