@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use portcullis_runner::sandbox;
+use portcullis_runner::{audit, sandbox};
 use portcullis_runner::devstack::up::{self, UpOptions, DEV_AGENTS, TRUST_DOMAIN};
 use portcullis_runner::devstack::{bundle, certs, users};
 use portcullis_runner::service::{serve, tls};
@@ -54,6 +54,10 @@ enum Command {
         /// "jwks", "leeway_seconds"}]}`. Default: the dev issuer in <state-dir>/certs/users.
         #[arg(long)]
         users: Option<PathBuf>,
+        /// Where the signed audit checkpoints go (default <state-dir>/audit/checkpoints.jsonl);
+        /// keep them where whoever can rewrite the audit log cannot.
+        #[arg(long)]
+        audit_checkpoints: Option<PathBuf>,
     },
     /// Run the runner's MCP server (TLS; only the gateway's client certificate is accepted).
     Serve {
@@ -71,6 +75,24 @@ enum Command {
         /// SPIFFE ID the gateway's client certificate must carry (repeatable).
         #[arg(long, required = true)]
         gateway_id: Vec<String>,
+        /// The audit log goes to <state-dir>/audit/audit.jsonl.
+        #[arg(long, default_value = ".portcullis")]
+        state_dir: PathBuf,
+        /// Ed25519 PKCS#8 PEM key that signs the audit checkpoints (default
+        /// <state-dir>/certs/runner-signing-key.pem).
+        #[arg(long)]
+        audit_signing_key: Option<PathBuf>,
+        /// Where the signed audit checkpoints go (default <state-dir>/audit/checkpoints.jsonl).
+        #[arg(long)]
+        audit_checkpoints: Option<PathBuf>,
+        /// Envoy's access log to ingest the gateway's decisions from (none by default).
+        #[arg(long)]
+        gateway_access_log: Option<PathBuf>,
+    },
+    /// The audit trail: verify it, or show one call's records.
+    Audit {
+        #[command(subcommand)]
+        command: portcullis_runner::audit::cli::AuditCommand,
     },
     /// Create (or reuse) a dev PKI: CA, gateway and runner certificates, agent identities.
     Certs {
@@ -185,13 +207,16 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users } => {
-            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users };
+        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, audit_checkpoints } => {
+            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, audit_checkpoints };
             runtime()?.block_on(up::up(opts))?;
         }
-        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id } => {
+        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, audit_signing_key, audit_checkpoints, gateway_access_log } => {
             let exe = std::env::current_exe()?;
             sandbox::local::host_supports_namespaces().context("the local sandbox backend cannot run here")?;
+            let key = audit_signing_key.unwrap_or_else(|| state_dir.join("certs").join(certs::RUNNER_SIGNING_KEY));
+            let key_pem = std::fs::read(&key).with_context(|| format!("reading the audit signing key {}", key.display()))?;
+            let audit = audit::AuditLog::open(audit::AuditConfig::in_state_dir(&state_dir, audit_checkpoints, key_pem))?;
             let opts = serve::ServeOptions {
                 listen,
                 catalog: serve::SharedCatalog::new(bundle::load_catalog(&catalog)?),
@@ -200,10 +225,15 @@ fn run(command: Command) -> Result<ExitCode> {
                 tls: tls.server_config(gateway_id)?,
                 backend: Arc::new(up::local_backend(exe)),
                 json_response: false,
+                audit: audit.clone(),
             };
-            runtime()?.block_on(serve::serve(opts, async {
-                let _ = tokio::signal::ctrl_c().await;
-            }))?;
+            runtime()?.block_on(async {
+                audit::start_tasks(&audit, gateway_access_log);
+                serve::serve(opts, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+            })?;
         }
         Command::Certs { dir, trust_domain, agents } => {
             let names: Vec<&str> = if agents.is_empty() { DEV_AGENTS.to_vec() } else { agents.iter().map(String::as_str).collect() };
@@ -252,6 +282,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Policy { command: PolicyCommand::Eval { input, policies, catalog, json } } => {
             return portcullis_runner::devstack::policy_cli::eval_command(&input, &policies, &catalog, json);
         }
+        Command::Audit { command } => return audit::cli::run(command),
         Command::SandboxInit { .. } => bail!("__sandbox-init is internal"),
     }
     Ok(ExitCode::SUCCESS)

@@ -51,9 +51,9 @@ pub enum Break {
     Record { line: u64, problem: String },
     #[error("checkpoint {line} (line {line} of the checkpoints): {problem}")]
     Checkpoint { line: u64, problem: String },
-    #[error("checkpoint {checkpoint} says the log has {count} records, but it ends at record {records}: the last {} records were cut off", count - records)]
+    #[error("checkpoint {checkpoint}: it covers {count} records, but the log ends at record {records}: the last {} records were cut off", count - records)]
     Truncated { checkpoint: u64, count: u64, records: u64 },
-    #[error("checkpoint {checkpoint} names head {head} for its {count} records, but record {count} hashes to {actual}: the log was rewritten up to record {count}")]
+    #[error("checkpoint {checkpoint}: its head for {count} records is {head}, but record {count} hashes to {actual}: the log was rewritten up to record {count}")]
     HeadMismatch { checkpoint: u64, count: u64, head: String, actual: String },
 }
 

@@ -46,6 +46,8 @@ pub struct UpOptions {
     pub json_response: bool,
     /// The plugin configuration's `users` section (JSON); `None`: trust the dev issuer.
     pub users: Option<PathBuf>,
+    /// Where the signed audit checkpoints go; `None`: `<state-dir>/audit/checkpoints.jsonl`.
+    pub audit_checkpoints: Option<PathBuf>,
 }
 
 /// Everything `up` writes goes under `opts.state_dir`, which it creates (or tightens) to 0700;
@@ -66,6 +68,13 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         settings: opts.gateway_settings.clone(),
         users,
     };
+    // The audit trail: Envoy's access log (created 0600 before Envoy opens it) is ingested
+    // into it, and it is checkpointed, from now until `up` stops.
+    let access_log = std::path::absolute(crate::audit::default_access_log(&opts.state_dir))?;
+    crate::audit::ingest::create_access_log(&access_log)?;
+    let audit_config = crate::audit::AuditConfig::in_state_dir(&opts.state_dir, opts.audit_checkpoints.clone(), std::fs::read(&pki.runner_signing_key)?);
+    let audit = crate::audit::AuditLog::open(audit_config)?;
+    crate::audit::start_tasks(&audit, Some(access_log.clone()));
     let fingerprint = reload::fingerprint(&sources);
     let built = reload::build(&sources)?;
     let template = std::fs::read_to_string(opts.root.join("envoy/envoy.yaml")).context("reading envoy/envoy.yaml")?;
@@ -78,6 +87,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         wasm_path: std::path::absolute(&opts.wasm)?,
         plugin_config_json: built.json.clone(),
         pki: pki.clone(),
+        access_log,
     };
     // The filter's config goes to Envoy by ECDS from this file, which exists (with the first
     // config) before Envoy starts; later configs are moved onto it (crate::devstack::reload).
@@ -91,7 +101,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
 
     // The runner, in this process.
     let (stop_runner, runner_stopped) = oneshot::channel::<()>();
-    let serve_opts = runner_options(&opts, &pki, runner_catalog.clone())?;
+    let serve_opts = runner_options(&opts, &pki, runner_catalog.clone(), audit.clone())?;
     let runner = tokio::spawn(serve(serve_opts, async move {
         let _ = runner_stopped.await;
     }));
@@ -105,6 +115,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         return Err(e);
     }
     print_ready(&opts, &pki, started.elapsed(), &envoy_log, &admin);
+    println!("  audit:      {} (checkpoints {})", audit.path().display(), audit.checkpoints_path().display());
     println!("portcullis: policy version {} active; watching {} and {}", built.version, opts.policies.display(), opts.catalog.display());
     let reloader = reload::Reloader {
         sources,
@@ -130,7 +141,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     result
 }
 
-fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog) -> Result<ServeOptions> {
+fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog, audit: Arc<crate::audit::AuditLog>) -> Result<ServeOptions> {
     let gateway_id = certs::spiffe_id(TRUST_DOMAIN, "portcullis", "gateway");
     let exe = std::env::current_exe().context("locating the portcullis binary")?;
     Ok(ServeOptions {
@@ -141,6 +152,7 @@ fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog) -> Res
         tls: tls::server_config(&pki.runner.cert, &pki.runner.key, &pki.ca_cert, vec![gateway_id])?,
         backend: Arc::new(local_backend(exe)),
         json_response: opts.json_response,
+        audit,
     })
 }
 

@@ -39,6 +39,9 @@ pub struct Runner {
     pub verifier: Verifier,
     pub replay: ReplayGuard,
     pub backend: Arc<dyn Backend>,
+    /// The audit trail: record each event (see [`crate::audit`] for the names) with the
+    /// call's `decision_id` before the response that it records is sent.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 /// The catalog the runner lists and runs tools from. `up` replaces it when the catalog file
@@ -177,6 +180,8 @@ pub struct ServeOptions {
     pub backend: Arc<dyn Backend>,
     /// Answer single requests with `application/json` instead of an event stream.
     pub json_response: bool,
+    /// The audit trail (opened by the caller, which also starts its checkpointer).
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 /// Serves MCP on `/mcp` over TLS until `shutdown` resolves.
@@ -188,7 +193,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
     let verifier = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let guard_tickets = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let callers = CallerVerifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
-    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, replay: ReplayGuard::new(1), backend: opts.backend });
+    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, replay: ReplayGuard::new(1), backend: opts.backend, audit: opts.audit });
     let mut config = StreamableHttpServerConfig::default();
     if opts.json_response {
         // JSON answers need the stateless mode in rmcp; sessions are not used by the gateway.
