@@ -234,6 +234,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 })
                 .await
             })?;
+            audit.checkpoint_if_new()?;
         }
         Command::Certs { dir, trust_domain, agents } => {
             let names: Vec<&str> = if agents.is_empty() { DEV_AGENTS.to_vec() } else { agents.iter().map(String::as_str).collect() };

@@ -138,6 +138,11 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     eprintln!("portcullis: stopping");
     stop_envoy(&mut envoy).await;
     let _ = stop_runner.send(());
+    // Records since the last checkpoint get one now; lines Envoy wrote while stopping are
+    // ingested at the next start.
+    if let Err(e) = audit.checkpoint_if_new() {
+        eprintln!("portcullis: writing the last audit checkpoint failed: {e}");
+    }
     result
 }
 
