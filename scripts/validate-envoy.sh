@@ -7,6 +7,8 @@
 #   - the certificates, keys and CA under .portcullis/certs/ are read and parsed; a missing or
 #     garbage file fails validation. Missing ones are created here with
 #     `cargo run -q --release -p portcullis-runner -- certs --dir .portcullis/certs`.
+#   - the access log file (.portcullis/access.log) is opened, and so created if missing (with
+#     Envoy's default mode; `portcullis up` creates its own one 0600 in its state dir first).
 #   - the wasm module is loaded into V8, and the plugin's on_vm_start and on_configure run with
 #     the plugin configuration written in the file. The checked-in configuration is a
 #     placeholder (the real one carries the ticket signing key, so it only exists rendered, at

@@ -1,7 +1,7 @@
 //! Envoy for the benchmark: the repository's template rendered exactly as `portcullis up`
 //! renders it, then edited structurally in the same way for every variant.
 //!
-//! - Both variants: the stdout access log is removed (a log line per request costs the same
+//! - Both variants: the access log is removed (a log line per request costs the same
 //!   in both, but adds noise and a pipe to drain), and stats are flushed on admin requests so
 //!   that the filter's histogram can be read right after a run (Envoy otherwise merges
 //!   histograms every 5 s).
@@ -63,6 +63,8 @@ pub fn render_config(input: &RenderInput<'_>) -> Result<String> {
         wasm_path: input.wasm.to_owned(),
         plugin_config_json: input.plugin_config_json.to_owned(),
         pki: input.pki.clone(),
+        // Removed below: the bench measures the proxy, not its logging.
+        access_log: input.pki.dir.join("access.log"),
     };
     let rendered = render(input.template, &params)?;
     let mut root: Value = serde_yaml::from_str(&rendered).context("re-reading the rendered Envoy config")?;

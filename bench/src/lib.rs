@@ -2,6 +2,7 @@
 //! `report` for the table and targets; the criterion micro-benchmarks are the
 //! `portcullis-bench-micro` crate (`bench/micro`).
 
+pub mod audit_latency;
 pub mod compare;
 pub mod cpu;
 pub mod envoy;

@@ -32,6 +32,11 @@ struct Cli {
 enum Command {
     /// Compare two results files (e.g. from two commits).
     Compare { old: PathBuf, new: PathBuf },
+    /// Time from a gateway decision's response to its record being readable in the audit log.
+    AuditLatency {
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
     /// Internal: the static JSON-RPC upstream.
     #[command(name = "__responder", hide = true)]
     Responder {
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Responder { listen, tls, gateway_id }) => responder::serve(listen, &tls, gateway_id),
         Some(Command::Compare { old, new }) => compare::run(&old, &new),
+        Some(Command::AuditLatency { requests }) => audit_latency(requests),
         None => bench(cli.out, cli.quick, cli.skip_micro, cli.only),
     };
     match result {
@@ -58,6 +64,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn audit_latency(requests: usize) -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize()?;
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(portcullis_bench::audit_latency::run(&root, requests))
 }
 
 fn bench(out: PathBuf, quick: bool, skip_micro: bool, only: Vec<run::Phase>) -> Result<()> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use portcullis_runner::sandbox;
+use portcullis_runner::{audit, sandbox};
 use portcullis_runner::devstack::up::{self, UpOptions, DEV_AGENTS, TRUST_DOMAIN};
 use portcullis_runner::devstack::{bundle, certs, users};
 use portcullis_runner::service::{serve, tls};
@@ -73,6 +73,10 @@ enum Command {
         /// runner's, and Envoy's spans (service portcullis-gateway). Default: none.
         #[arg(long, value_name = "HOST:PORT")]
         otlp_endpoint: Option<String>,
+        /// Where the signed audit checkpoints go (default <state-dir>/audit/checkpoints.jsonl);
+        /// keep them where whoever can rewrite the audit log cannot.
+        #[arg(long)]
+        audit_checkpoints: Option<PathBuf>,
     },
     /// Run the runner's MCP server (TLS; only the gateway's client certificate is accepted).
     Serve {
@@ -90,17 +94,30 @@ enum Command {
         /// SPIFFE ID the gateway's client certificate must carry (repeatable).
         #[arg(long, required = true)]
         gateway_id: Vec<String>,
-        /// The runner's durable state (plans, approvals, seen tickets); created 0700.
-        #[arg(long, default_value = "/var/lib/portcullis")]
+        /// The runner's state: `<state-dir>/runner` (plans, approvals, seen tickets),
+        /// `<state-dir>/audit/audit.jsonl`; created 0700.
+        #[arg(long, default_value = ".portcullis")]
         state_dir: PathBuf,
-        /// The runner's Ed25519 key (PKCS#8 PEM) that signs plan statements.
+        /// The runner's Ed25519 PKCS#8 PEM key: signs plan statements and audit checkpoints
+        /// (default <state-dir>/certs/runner-signing-key.pem).
         #[arg(long)]
-        signing_key: PathBuf,
+        signing_key: Option<PathBuf>,
+        /// Where the signed audit checkpoints go (default <state-dir>/audit/checkpoints.jsonl).
+        #[arg(long)]
+        audit_checkpoints: Option<PathBuf>,
+        /// Envoy's access log to ingest the gateway's decisions from (none by default).
+        #[arg(long)]
+        gateway_access_log: Option<PathBuf>,
         #[command(flatten)]
         control: serve::ControlArgs,
         /// Export traces and metrics over OTLP/gRPC to this collector (HOST:PORT).
         #[arg(long, value_name = "HOST:PORT")]
         otlp_endpoint: Option<String>,
+    },
+    /// The audit trail: verify it, or show one call's records.
+    Audit {
+        #[command(subcommand)]
+        command: portcullis_runner::audit::cli::AuditCommand,
     },
     /// Create (or reuse) a dev PKI: CA, gateway and runner certificates, agent identities.
     Certs {
@@ -224,14 +241,17 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint } => {
+        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints } => {
             let otlp = otlp_endpoint.clone();
-            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint };
+            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints };
             runtime()?.block_on(with_telemetry(otlp.as_deref(), up::up(opts)))?;
         }
-        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, control, otlp_endpoint } => {
+        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, audit_checkpoints, gateway_access_log, control, otlp_endpoint } => {
             let exe = std::env::current_exe()?;
             sandbox::local::host_supports_namespaces().context("the local sandbox backend cannot run here")?;
+            let key = signing_key.unwrap_or_else(|| state_dir.join("certs").join(certs::RUNNER_SIGNING_KEY));
+            let key_pem = std::fs::read(&key).with_context(|| format!("reading the runner signing key {}", key.display()))?;
+            let audit = audit::AuditLog::open(audit::AuditConfig::in_state_dir(&state_dir, audit_checkpoints, key_pem.clone()))?;
             let opts = serve::ServeOptions {
                 listen,
                 catalog: serve::SharedCatalog::new(bundle::load_catalog(&catalog)?),
@@ -240,12 +260,18 @@ fn run(command: Command) -> Result<ExitCode> {
                 tls: tls.server_config(gateway_id)?,
                 backend: Arc::new(up::local_backend(exe)),
                 json_response: false,
-                control: control.options(state_dir, std::fs::read(&signing_key).with_context(|| format!("reading {}", signing_key.display()))?),
+                control: control.options(state_dir.join("runner"), key_pem),
+                audit: audit.clone(),
             };
-            let serving = serve::serve(opts, async {
-                let _ = tokio::signal::ctrl_c().await;
-            });
+            let serving = async {
+                audit::start_tasks(&audit, gateway_access_log);
+                serve::serve(opts, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+            };
             runtime()?.block_on(with_telemetry(otlp_endpoint.as_deref(), serving))?;
+            audit.checkpoint_if_new()?;
         }
         Command::Certs { dir, trust_domain, agents } => {
             let names: Vec<&str> = if agents.is_empty() { DEV_AGENTS.to_vec() } else { agents.iter().map(String::as_str).collect() };
@@ -306,6 +332,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Policy { command: PolicyCommand::Eval { input, policies, catalog, json } } => {
             return portcullis_runner::devstack::policy_cli::eval_command(&input, &policies, &catalog, json);
         }
+        Command::Audit { command } => return audit::cli::run(command),
         Command::SandboxInit { .. } => bail!("__sandbox-init is internal"),
     }
     Ok(ExitCode::SUCCESS)

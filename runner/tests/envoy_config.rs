@@ -338,6 +338,7 @@ fn params(pki: DevPki, wasm_path: PathBuf) -> EnvoyParams {
         admin: AdminAddress::Unix(pki.dir.join("admin.sock")),
         wasm_path,
         plugin_config_json: r#"{"policy":"package x","n":1}"#.to_owned(),
+        access_log: pki.dir.join("access.log"),
         pki,
     }
 }
@@ -441,6 +442,11 @@ fn render_replaces_every_address_path_and_the_plugin_config() {
     );
 
     let hcm = get(chain, &["filters", "0", "typed_config"]);
+    // The access log (decision records for the audit trail) goes to its own file.
+    let access_log = get(hcm, &["access_log", "0"]);
+    assert_eq!(access_log["name"].as_str(), Some("envoy.access_loggers.file"));
+    assert_eq!(get(access_log, &["typed_config", "path"]).as_str(), p.access_log.to_str());
+    assert!(get(access_log, &["typed_config", "log_format", "json_format", "portcullis_decision"]).is_string());
     let wasm_filter = get(hcm, &["http_filters", "0"]);
     assert_eq!(wasm_filter["name"].as_str(), Some("portcullis"));
     let config = get(wasm_filter, &["typed_config", "config"]);
@@ -569,6 +575,14 @@ fn render_refuses_a_template_missing_an_expected_node() {
                 let hcm =
                     &mut d["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
                 hcm["typed_config"]["http_filters"][0]["name"] = "renamed".into();
+            }),
+        ),
+        (
+            "[name=envoy.access_loggers.file]",
+            edited(|d| {
+                let hcm =
+                    &mut d["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0];
+                hcm["typed_config"]["access_log"][0]["name"] = "envoy.access_loggers.stdout".into();
             }),
         ),
         (

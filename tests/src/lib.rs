@@ -194,6 +194,11 @@ impl Stack {
         std::fs::read_to_string(self.state.path().join("envoy.log")).unwrap_or_default()
     }
 
+    /// Envoy's access log: one JSON line per request, with the filter's decision record.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("access.log")).unwrap_or_default()
+    }
+
     /// Runner (and `up`) log: tracing output on stderr.
     pub fn runner_log(&self) -> String {
         std::fs::read_to_string(self.state.path().join("up.stderr")).unwrap_or_default()

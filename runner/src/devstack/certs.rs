@@ -12,6 +12,8 @@
 //! ticket-signing-key.pem                 Ed25519 PKCS#8 private key ("BEGIN PRIVATE KEY")
 //! ticket-signing-pub.pem                 Ed25519 SPKI public key ("BEGIN PUBLIC KEY")
 //! users/idp.key.pem, users/jwks.json     dev user-token issuer (see crate::devstack::users)
+//! runner-signing-key.pem                 the runner's Ed25519 PKCS#8 key (audit checkpoints)
+//! runner-signing-key.pub.pem             its SPKI public key, for `portcullis audit verify`
 //! ```
 //!
 //! [`ensure`] is idempotent: a complete, consistent, unexpired set is reused byte for byte, and
@@ -87,6 +89,10 @@ pub struct DevPki {
     pub ticket_public_key: PathBuf,
     /// The dev issuer of user tokens.
     pub user_issuer: crate::devstack::users::DevIssuer,
+    /// The runner's own Ed25519 key (PKCS#8, 0600): it signs the audit checkpoints.
+    pub runner_signing_key: PathBuf,
+    /// Its public key (SPKI PEM), for verifiers.
+    pub runner_public_key: PathBuf,
 }
 
 impl DevPki {
@@ -203,6 +209,7 @@ pub fn ensure(dir: &Path, trust_domain: &str, agents: &[&str]) -> Result<DevPki,
         identities.push(id);
     }
     let user_issuer = crate::devstack::users::ensure(&layout.dir)?;
+    let (runner_signing_key, runner_public_key) = ensure_runner_signing_key(&layout.dir)?;
 
     Ok(DevPki {
         dir: layout.dir,
@@ -215,7 +222,42 @@ pub fn ensure(dir: &Path, trust_domain: &str, agents: &[&str]) -> Result<DevPki,
         ticket_signing_key: layout.ticket_key,
         ticket_public_key: layout.ticket_pub,
         user_issuer,
+        runner_signing_key,
+        runner_public_key,
     })
+}
+
+/// File name of the runner's signing key in the certificates directory.
+pub const RUNNER_SIGNING_KEY: &str = "runner-signing-key.pem";
+/// File name of its public key.
+pub const RUNNER_SIGNING_PUB: &str = "runner-signing-key.pub.pem";
+
+/// Creates the runner's Ed25519 signing key pair in `dir` unless a usable one is there (kept
+/// apart from the core set: adding it to an existing PKI regenerates nothing else). The public
+/// key is always rewritten from the private key, so the two never disagree.
+pub fn ensure_runner_signing_key(dir: &Path) -> Result<(PathBuf, PathBuf), CertsError> {
+    let key_path = dir.join(RUNNER_SIGNING_KEY);
+    let pub_path = dir.join(RUNNER_SIGNING_PUB);
+    let existing = match key_path.exists().then(|| load_key(&key_path)).transpose()? {
+        Some(Check::Usable(k)) if k.algorithm() == &PKCS_ED25519 => Some(k),
+        _ => None,
+    };
+    let key = match existing {
+        Some(k) => k,
+        None => {
+            if key_path.exists() {
+                tracing::warn!(key = %key_path.display(), "the runner signing key is not a usable Ed25519 key; replacing it");
+            }
+            let (pem, _) = ed25519_pkcs8_v1()?;
+            write_file(&key_path, &pem, KEY_MODE)?;
+            KeyPair::from_pem(&pem).map_err(gen_err("runner signing key"))?
+        }
+    };
+    let public = key.public_key_pem();
+    if read(&pub_path).ok().as_deref() != Some(public.as_str()) {
+        write_file(&pub_path, &public, CERT_MODE)?;
+    }
+    Ok((key_path, pub_path))
 }
 
 struct Layout {

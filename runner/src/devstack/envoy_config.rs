@@ -26,6 +26,7 @@ pub const OTLP_CLUSTER_NAME: &str = "otlp";
 pub const GATEWAY_SERVICE_NAME: &str = "portcullis-gateway";
 
 const HCM_NAME: &str = "envoy.filters.network.http_connection_manager";
+const FILE_ACCESS_LOG_NAME: &str = "envoy.access_loggers.file";
 const SPIFFE_VALIDATOR_NAME: &str = "envoy.tls.cert_validator.spiffe";
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const STRING_VALUE_TYPE: &str = "type.googleapis.com/google.protobuf.StringValue";
@@ -48,6 +49,8 @@ pub struct EnvoyParams {
     pub plugin_config_json: String,
     /// Certificates, keys and CA, absolute (as [`crate::devstack::certs::ensure`] returns them).
     pub pki: DevPki,
+    /// Envoy's access log (JSON lines with the filter's decision records), absolute.
+    pub access_log: PathBuf,
 }
 
 /// Envoy's admin API answers anyone who can connect, without authentication, and its
@@ -103,6 +106,7 @@ pub fn render(template_yaml: &str, p: &EnvoyParams) -> Result<String, EnvoyConfi
         .map_err(EnvoyConfigError::PluginConfig)?;
     let paths = Paths {
         wasm: abs("wasm module", &p.wasm_path)?,
+        access_log: abs("access log", &p.access_log)?,
         ca: abs("CA certificate", &p.pki.ca_cert)?,
         gateway: Pair {
             cert: abs("gateway certificate", &p.pki.gateway.cert)?,
@@ -318,6 +322,7 @@ struct Pair {
 
 struct Paths {
     wasm: String,
+    access_log: String,
     ca: String,
     gateway: Pair,
 }
@@ -400,10 +405,14 @@ fn render_listener(
         .at("filename")?
         .set(paths.ca.as_str())?;
 
-    let mut wasm = chain
-        .at("filters")?
-        .named(HCM_NAME)?
+    let mut hcm = chain.at("filters")?.named(HCM_NAME)?.at("typed_config")?;
+    hcm.reborrow()
+        .at("access_log")?
+        .named(FILE_ACCESS_LOG_NAME)?
         .at("typed_config")?
+        .at("path")?
+        .set(paths.access_log.as_str())?;
+    let mut wasm = hcm
         .at("http_filters")?
         .named(WASM_FILTER_NAME)?
         .at("typed_config")?;

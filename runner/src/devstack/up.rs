@@ -51,6 +51,8 @@ pub struct UpOptions {
     /// OTLP/gRPC collector (`HOST:PORT`) for Envoy's tracer. The in-process runner exports
     /// there too: the caller passes the same endpoint to [`crate::telemetry::init`].
     pub otlp_endpoint: Option<String>,
+    /// Where the signed audit checkpoints go; `None`: `<state-dir>/audit/checkpoints.jsonl`.
+    pub audit_checkpoints: Option<PathBuf>,
 }
 
 /// Everything `up` writes goes under `opts.state_dir`, which it creates (or tightens) to 0700;
@@ -71,6 +73,13 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         settings: opts.gateway_settings.clone(),
         users,
     };
+    // The audit trail: Envoy's access log (created 0600 before Envoy opens it) is ingested
+    // into it, and it is checkpointed, from now until `up` stops.
+    let access_log = std::path::absolute(crate::audit::default_access_log(&opts.state_dir))?;
+    crate::audit::ingest::create_access_log(&access_log)?;
+    let audit_config = crate::audit::AuditConfig::in_state_dir(&opts.state_dir, opts.audit_checkpoints.clone(), std::fs::read(&pki.runner_signing_key)?);
+    let audit = crate::audit::AuditLog::open(audit_config)?;
+    crate::audit::start_tasks(&audit, Some(access_log.clone()));
     let fingerprint = reload::fingerprint(&sources);
     let built = reload::build(&sources)?;
     let template = std::fs::read_to_string(opts.root.join("envoy/envoy.yaml")).context("reading envoy/envoy.yaml")?;
@@ -83,6 +92,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         wasm_path: std::path::absolute(&opts.wasm)?,
         plugin_config_json: built.json.clone(),
         pki: pki.clone(),
+        access_log,
     };
     // The filter's config goes to Envoy by ECDS from this file, which exists (with the first
     // config) before Envoy starts; later configs are moved onto it (crate::devstack::reload).
@@ -100,7 +110,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
 
     // The runner, in this process.
     let (stop_runner, runner_stopped) = oneshot::channel::<()>();
-    let serve_opts = runner_options(&opts, &pki, runner_catalog.clone())?;
+    let serve_opts = runner_options(&opts, &pki, runner_catalog.clone(), audit.clone())?;
     let runner = tokio::spawn(serve(serve_opts, async move {
         let _ = runner_stopped.await;
     }));
@@ -114,6 +124,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         return Err(e);
     }
     print_ready(&opts, &pki, started.elapsed(), &envoy_log, &admin);
+    println!("  audit:      {} (checkpoints {})", audit.path().display(), audit.checkpoints_path().display());
     println!("portcullis: policy version {} active; watching {} and {}", built.version, opts.policies.display(), opts.catalog.display());
     let reloader = reload::Reloader {
         sources,
@@ -136,10 +147,15 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     eprintln!("portcullis: stopping");
     stop_envoy(&mut envoy).await;
     let _ = stop_runner.send(());
+    // Records since the last checkpoint get one now; lines Envoy wrote while stopping are
+    // ingested at the next start.
+    if let Err(e) = audit.checkpoint_if_new() {
+        eprintln!("portcullis: writing the last audit checkpoint failed: {e}");
+    }
     result
 }
 
-fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog) -> Result<ServeOptions> {
+fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog, audit: Arc<crate::audit::AuditLog>) -> Result<ServeOptions> {
     let gateway_id = certs::spiffe_id(TRUST_DOMAIN, "portcullis", "gateway");
     let exe = std::env::current_exe().context("locating the portcullis binary")?;
     Ok(ServeOptions {
@@ -150,7 +166,8 @@ fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog) -> Res
         tls: tls::server_config(&pki.runner.cert, &pki.runner.key, &pki.ca_cert, vec![gateway_id])?,
         backend: Arc::new(local_backend(exe)),
         json_response: opts.json_response,
-        control: opts.control.options(opts.state_dir.join("runner"), crate::plans::key::ensure(&pki.dir.join("runner-signing-key.pem"))?),
+        control: opts.control.options(opts.state_dir.join("runner"), std::fs::read(&pki.runner_signing_key)?),
+        audit,
     })
 }
 

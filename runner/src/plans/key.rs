@@ -26,16 +26,3 @@ pub fn rfc3339(unix: u64) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| unix.to_string())
 }
 
-/// Reads the runner's signing key at `path`, creating it (0600, with its public key next to it
-/// as `<stem>.pub.pem`) when it does not exist yet.
-pub fn ensure(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    if let Ok(pem) = std::fs::read(path) {
-        parse_private(&pem)?;
-        return Ok(pem);
-    }
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
-    let public = path.with_extension("pub.pem");
-    crate::devstack::certs::write_file(&public, key.public_key_pem().as_bytes(), 0o644)?;
-    crate::devstack::certs::write_file(path, key.serialize_pem().as_bytes(), 0o600)?;
-    Ok(key.serialize_pem().into_bytes())
-}

@@ -9,7 +9,10 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
 use serde_json::{json, Map, Value};
 
+use sha2::{Digest, Sha256};
+
 use crate::approvals::{Approval, DecideError, Gate, State};
+use crate::audit;
 use crate::plans::key::rfc3339;
 use crate::plans::PlanRecord;
 use crate::service::progress::run_reporting_progress;
@@ -23,28 +26,60 @@ pub const APPROVAL_PENDING: i32 = -32004;
 pub const PLAN_REFUSED: i32 = -32005;
 /// The call's approval was denied, has expired, or was used already: it was not run.
 pub const APPROVAL_REFUSED: i32 = -32006;
+/// Audit events of the control plane beside [`crate::audit`]'s: a call refused before it ran
+/// (plan or approval), and an approval used by its one execution.
+pub const CALL_REFUSED: &str = "call.refused";
+pub const APPROVAL_USED: &str = "approval.used";
+
 /// An approver's decision was refused (not a person, not an approver, their own request, not
 /// pending).
 pub const DECISION_REFUSED: i32 = -32007;
 
 impl Runner {
+    /// Appends one audit record of this call (`decision_id`, tool, workload, user, plan hash,
+    /// and `fields`), durable before the answer that it records leaves the runner. A call whose
+    /// record cannot be written fails closed: before it runs it does not run.
+    pub fn audit(&self, event: &str, claims: Option<&Claims>, fields: Value) -> Result<(), McpError> {
+        let mut record = Map::new();
+        if let Some(c) = claims {
+            record.insert("decision_id".into(), json!(c.decision_id));
+            record.insert("tool".into(), json!(c.tool));
+            record.insert("workload".into(), json!(c.sub));
+            record.insert("user".into(), json!(c.user));
+            record.insert("plan_hash".into(), json!(c.plan_hash));
+        }
+        if let Value::Object(extra) = fields {
+            record.extend(extra);
+        }
+        self.audit.append(event, record).map(drop).map_err(|e| {
+            tracing::error!(event, error = %e, "audit record not written");
+            McpError::internal_error(format!("the audit trail cannot be written ({e}); nothing more is done for this call"), None)
+        })
+    }
+
     /// Runs an admitted call (its ticket verified) of a catalog tool.
     pub async fn call(&self, tool: &Tool, arguments: Option<&Map<String, Value>>, claims: &Claims, context: &RequestContext<RoleServer>) -> Result<CallToolResult, McpError> {
         if let Some(builtin) = tool.builtin {
             return self.builtin(builtin, arguments, claims);
         }
+        let refused = |e: McpError| {
+            self.audit(CALL_REFUSED, Some(claims), json!({"code": e.code.0, "reason": e.message}))?;
+            Err(e)
+        };
         let plan = match &tool.plan {
-            Some(plan_use) => {
-                let checked = self.plans.check_use(plan_use, &tool.name, arguments, claims, unix_now()).map_err(|refusal| {
+            Some(plan_use) => match self.plans.check_use(plan_use, &tool.name, arguments, claims, unix_now()) {
+                Ok(checked) => Some(checked),
+                Err(refusal) => {
                     tracing::warn!(tool = %tool.name, decision = %claims.decision_id, %refusal, "plan refused");
-                    McpError::new(ErrorCode(PLAN_REFUSED), format!("{} not run: {refusal}", tool.name), Some(json!({"tool": tool.name})))
-                })?;
-                Some(checked)
-            }
+                    return refused(McpError::new(ErrorCode(PLAN_REFUSED), format!("{} not run: {refusal}", tool.name), Some(json!({"tool": tool.name}))));
+                }
+            },
             None => None,
         };
         if claims.require_approval {
-            self.approval_gate(tool, arguments, claims)?;
+            if let Err(e) = self.approval_gate(tool, arguments, claims) {
+                return refused(e);
+            }
         }
         let mut job = job_for(tool, arguments, &claims.decision_id).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         if let Some((record, artifact)) = &plan {
@@ -56,11 +91,26 @@ impl Runner {
             job.env.push(("PORTCULLIS_DRY_RUN".into(), "1".into()));
         }
         tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
-        let out = run_reporting_progress(&self.queue, self.backend.as_ref(), job, context).await.map_err(|e| {
-            tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
-            McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None)
-        })?;
+        let applies = plan.as_ref().map(|(record, _)| record.artifact.clone());
+        self.audit(audit::JOB_STARTED, Some(claims), json!({"job_id": job.job_id, "backend": self.backend.name(), "applies_plan": applies}))?;
+        let out = match run_reporting_progress(&self.queue, self.backend.as_ref(), job, context).await {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
+                self.audit(audit::JOB_ABORTED, Some(claims), json!({"error": e.agent_message()}))?;
+                self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": self.backend.name()}))?;
+                return Err(McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None));
+            }
+        };
         tracing::info!(tool = %tool.name, exit = ?out.exit_code, timed_out = out.timed_out, ms = out.duration.as_millis() as u64, "finished");
+        self.audit(
+            audit::JOB_FINISHED,
+            Some(claims),
+            json!({"exit_code": out.exit_code, "signal": out.signal, "timed_out": out.timed_out, "truncated": out.truncated,
+                   "stdout_sha256": format!("sha256:{}", hex::encode(Sha256::digest(&out.stdout))), "stdout_bytes": out.stdout.len()}),
+        )?;
+        // Backend::run returns only after the environment is gone.
+        self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": self.backend.name(), "duration_ms": out.duration.as_millis() as u64}))?;
         let (text, failed) = render_output(&out);
         if tool.kind == Kind::Plan && !failed {
             if out.truncated {
@@ -76,10 +126,12 @@ impl Runner {
 
     fn store_plan(&self, artifact: &[u8], arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<PlanRecord, McpError> {
         let canonical = canonical_arguments(arguments).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
-        self.plans.store(artifact, claims, canonical, unix_now()).map_err(|e| {
+        let record = self.plans.store(artifact, claims, canonical, unix_now()).map_err(|e| {
             tracing::error!(tool = %claims.tool, error = %e, "plan not stored");
             McpError::internal_error(format!("the plan ran but could not be stored: {e}"), None)
-        })
+        })?;
+        self.audit(audit::PLAN_STORED, Some(claims), json!({"plan": record.artifact, "size": record.size, "expires_at": rfc3339(record.expires_at)}))?;
+        Ok(record)
     }
 
     /// Ok when an approved call may run now (it is then marked executed); otherwise the
@@ -102,11 +154,13 @@ impl Runner {
         match gate {
             Gate::Run(a) => {
                 telemetry::approval_state(State::Executed.as_str());
+                self.audit(APPROVAL_USED, Some(claims), json!({"approval": a.id, "approved_by": a.decided_by}))?;
                 tracing::info!(approval = %a.id, decision = %claims.decision_id, "approved call executes");
                 Ok(())
             }
             Gate::Requested(a) => {
                 telemetry::approval_state(State::Pending.as_str());
+                self.audit(audit::APPROVAL_REQUESTED, Some(claims), json!({"approval": a.id, "expires_at": rfc3339(a.expires_at), "policy_version": a.policy_version}))?;
                 tracing::info!(approval = %a.id, tool = %tool.name, decision = %claims.decision_id, "approval requested");
                 if let Some(hook) = &self.webhook {
                     hook.notify(&a);
@@ -117,6 +171,7 @@ impl Runner {
             Gate::Refused { approval, newly_expired } => {
                 if newly_expired {
                     telemetry::approval_state(State::Expired.as_str());
+                    self.audit(audit::APPROVAL_EXPIRED, Some(claims), json!({"approval": approval.id, "expired_at": rfc3339(approval.expires_at)}))?;
                 }
                 Err(refused(&approval))
             }
@@ -146,6 +201,11 @@ impl Runner {
                     decision_refused(&e)
                 })?;
                 telemetry::approval_state(a.state.as_str());
+                let event = if a.state == State::Approved { audit::APPROVAL_GRANTED } else { audit::APPROVAL_DENIED };
+                // The approval's own call is another decision: record it under the call it approves.
+                let fields = json!({"decision_id": a.decision_id, "tool": a.tool, "plan_hash": a.plan_hash, "approval": a.id,
+                                    "approver": a.decided_by, "approver_decision_id": claims.decision_id, "reason": a.reason});
+                self.audit(event, None, fields)?;
                 tracing::info!(approval = %a.id, state = a.state.as_str(), approver = claims.user.as_deref().unwrap_or("-"), "approval decided");
                 let next = if a.state == State::Approved {
                     format!("; the requester may now send the same call again, once, before {}", rfc3339(a.expires_at))

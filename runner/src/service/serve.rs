@@ -46,6 +46,9 @@ pub struct Runner {
     pub backend: Arc<dyn Backend>,
     /// Calls wait here for a sandbox slot.
     pub queue: JobQueue,
+    /// The audit trail: record each event (see [`crate::audit`] for the names) with the
+    /// call's `decision_id` before the response that it records is sent.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 /// The catalog the runner lists and runs tools from. `up` replaces it when the catalog file
@@ -168,8 +171,12 @@ impl Handler {
         };
         let claims = telemetry::in_span(TICKET_CHECK, "ticket_refused", || ticket.and_then(|t| runner.admit(t, &request.name, request.arguments.as_ref()))).map_err(|refusal| {
             tracing::warn!(tool = %request.name, %refusal, "call refused");
+            // No verified claims: the record names the tool asked for and why, nothing the
+            // caller could forge into someone else's decision.
+            let _ = runner.audit(crate::audit::TICKET_REFUSED, None, json!({"decision_id": null, "tool": request.name, "reason": refusal.to_string()}));
             McpError::new(ErrorCode(TICKET_REFUSED), refusal.to_string(), Some(json!({"tool": request.name})))
         })?;
+        runner.audit(crate::audit::TICKET_ACCEPTED, Some(&claims), json!({"jti": claims.jti, "require_approval": claims.require_approval, "policy_version": claims.policy_version}))?;
         let catalog = runner.catalog.current();
         let Some(tool) = catalog.get(&request.name) else {
             return Err(McpError::invalid_params(format!("tool {} is not in the catalog", request.name), None));
@@ -189,6 +196,8 @@ pub struct ServeOptions {
     /// Answer single requests with `application/json` instead of an event stream.
     pub json_response: bool,
     pub control: ControlOptions,
+    /// The audit trail (opened by the caller, which also starts its checkpointer).
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 /// The control plane's limits, as `serve` and `up` take them on the command line.
@@ -265,7 +274,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
     let guard_tickets = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let callers = CallerVerifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let ControlPlane { store, plans, approvals, webhook } = opts.control.open()?;
-    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, store, plans, approvals, webhook, backend: opts.backend, queue: JobQueue::new(MAX_JOBS) });
+    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, store, plans, approvals, webhook, backend: opts.backend, queue: JobQueue::new(MAX_JOBS), audit: opts.audit });
     let mut config = StreamableHttpServerConfig::default();
     if opts.json_response {
         // JSON answers need the stateless mode in rmcp; sessions are not used by the gateway.

@@ -42,6 +42,7 @@ async fn bad_plugin_configuration_refuses_to_start_and_fails_closed() {
             wasm_path: wasm_path(),
             plugin_config_json: config.clone(),
             pki: pki.clone(),
+            access_log: dir.path().join("access.log"),
         };
         // render() insists on JSON; for the not-JSON case, render valid JSON and swap it.
         let rendered = match render(&template, &params) {

@@ -59,6 +59,7 @@ async fn another_agents_session_id_is_refused_for_delete_get_and_post() {
 
     assert!(!s.runner_log().contains(inner(&session)), "the runner logged a session id");
     assert!(!s.envoy_log().contains(inner(&session)), "Envoy logged a session id");
+    assert!(!s.access_log().contains(inner(&session)), "Envoy's access log holds a session id");
 }
 
 #[tokio::test]

@@ -18,12 +18,12 @@ fn unique_agent(what: &str) -> String {
 }
 
 /// The access-log line of the request sent with `user_agent`, and its decision record. Envoy
-/// writes the line when the stream ends and flushes its log every 250 ms (`up`), so this
-/// waits a little for it.
+/// writes the line (to `<state-dir>/access.log`) when the stream ends and flushes its log
+/// every 250 ms (`up`), so this waits a little for it.
 fn access_log(s: &Stack, user_agent: &str) -> (Value, Value) {
     for _ in 0..100 {
         let line = s
-            .envoy_log()
+            .access_log()
             .lines()
             .filter(|l| l.starts_with('{'))
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -34,7 +34,7 @@ fn access_log(s: &Stack, user_agent: &str) -> (Value, Value) {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    panic!("no access-log line for {user_agent}:\n{}", s.envoy_log());
+    panic!("no access-log line for {user_agent}:\n{}", s.access_log());
 }
 
 fn post_headers(user_agent: &str) -> Vec<(&str, &str)> {
