@@ -110,6 +110,8 @@ async fn plan_then_approved_apply_runs_the_stored_plan_exactly_once() {
     let (message, data) = refused(&agent, "apply_release", apply_args(&plan, "staging"), -32006).await;
     assert_eq!(data["approval"]["state"], "executed", "{message}");
 
+    audit_trail_of_the_approved_apply(s, &id);
+
     // Provenance checks offline with the public key alone.
     let out = std::process::Command::new(portcullis_e2e::portcullis_bin())
         .args(["plans", "verify", "--dir"])
@@ -270,4 +272,34 @@ async fn state_survives_a_sigkill_of_the_runner() {
     // The stored plan is still there: the apply gets past the plan check to its approval.
     let (_, data) = refused(&agent, "apply_release", apply_args(&plan, "staging"), -32004).await;
     assert_eq!(data["approval"]["state"], "pending");
+}
+
+/// Every record of the call that executed approval `id`, from the gateway's decision to the
+/// sandbox's teardown, in order (`portcullis audit show`); the log verifies.
+fn audit_trail_of_the_approved_apply(s: &Stack, id: &str) {
+    let log = s.state.path().join("audit/audit.jsonl");
+    let records = || -> Vec<Value> { std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let used = records().into_iter().find(|r| r["event"] == "approval.used" && r["approval"] == id).unwrap_or_else(|| panic!("no approval.used for {id}"));
+    let decision = used["decision_id"].as_str().unwrap().to_owned();
+    let show = || {
+        let out = std::process::Command::new(portcullis_e2e::portcullis_bin())
+            .args(["audit", "show", "--decision", &decision, "--state-dir"])
+            .arg(s.state.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The gateway's record arrives through Envoy's access log within about a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut shown = show();
+    while !shown.contains("gateway.decision") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        shown = show();
+    }
+    let events: Vec<String> = shown.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).map(|r| r["event"].as_str().unwrap_or_default().to_owned()).collect();
+    let want = ["ticket.accepted", "approval.used", "job.started", "job.finished", "sandbox.destroyed"];
+    let runner: Vec<&String> = events.iter().filter(|e| !e.starts_with("gateway.")).collect();
+    assert_eq!(runner, want.iter().collect::<Vec<_>>(), "{shown}");
+    assert_eq!(events.iter().filter(|e| *e == "gateway.decision").count(), 1, "{shown}");
+    eprintln!("audit show --decision {decision}:\n{shown}");
 }

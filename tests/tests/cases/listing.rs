@@ -28,6 +28,10 @@ fn valid_arguments(tool: &str) -> Value {
         "tail_logs" => json!({"namespace": "team-a", "pod": "web-1", "lines": 5}),
         "plan_release" | "deploy_release" => json!({"namespace": "team-a", "release": "web", "version": "v1.2.3", "environment": "staging"}),
         "restart_deployment" => json!({"namespace": "team-a", "deployment": "web"}),
+        "apply_release" => json!({"plan": format!("sha256:{}", "0".repeat(64)), "namespace": "team-a", "release": "web", "environment": "staging"}),
+        "approvals_list" => json!({}),
+        "approvals_show" => json!({"id": format!("apr_{}", "0".repeat(32))}),
+        "approvals_decide" => json!({"id": format!("apr_{}", "0".repeat(32)), "decision": "deny"}),
         "watch_rollout" => json!({"namespace": "team-a", "deployment": "web", "replicas": 1}),
         other => panic!("listing test: no valid arguments known for catalog tool {other}; add them to valid_arguments"),
     }
