@@ -304,6 +304,45 @@ argument_denials contains ["arguments.production", reason] if {
 	reason := sprintf("tool %s targets production (%s): only operators may do that, and %s is not one", [call_tool, target, who])
 }
 
+# --- plans: plan_decision, which the runner evaluates (it alone knows the cited plan) ---------
+
+# input is the apply's tools/call input plus input.plan: {"artifact", "tool", "requester":
+# {"workload", "user", "user_iss"}, "created_at", "expires_at"} of the plan it cites. The runner
+# itself refuses a plan of another requester, another tool or target, expired or altered; these
+# rules are the team's own, from data.portcullis.plans.
+has_plan if is_object(input.plan)
+
+plan_denials contains ["plan.missing", "the runner gave no plan to decide on"] if not has_plan
+
+plan_denials contains ["plan.owner", reason] if {
+	data.portcullis.plans.same_owner == true
+	catalog[input.plan.tool].owner != catalog[call_tool].owner
+	reason := sprintf("plan %s was made by %s of %s; %s of %s applies only its own team's plans", [input.plan.artifact, input.plan.tool, catalog[input.plan.tool].owner, call_tool, catalog[call_tool].owner])
+}
+
+plan_denials contains ["plan.age", reason] if {
+	max_age := data.portcullis.plans.max_age_seconds
+	age := input.time.unix - input.plan.created_at
+	age > max_age
+	reason := sprintf("plan %s was made %s s ago; plans are applied within %s s", [input.plan.artifact, format_int(age, 10), format_int(max_age, 10)])
+}
+
+plan_decision := {
+	"allow": true,
+	"require_approval": false,
+	"reasons": [sprintf("plan %s made by %s for %s may be applied", [input.plan.artifact, input.plan.tool, describe(input.plan.requester.workload)])],
+	"rule_ids": ["plan.allowed"],
+	"cacheable": false,
+} if count(plan_denials) == 0
+
+plan_decision := {
+	"allow": false,
+	"require_approval": false,
+	"reasons": [d[1] | some d in sort(plan_denials)],
+	"rule_ids": sort({d[0] | some d in plan_denials}),
+	"cacheable": false,
+} if count(plan_denials) > 0
+
 # --- the decision ---------------------------------------------------------------------------
 
 describe(x) := x if is_string(x)

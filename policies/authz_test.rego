@@ -343,3 +343,23 @@ test_only_approvers_from_the_console_decide_approvals if {
 	l := authz.decision with input as rpc(console, dana, "tools/list", monday_10)
 	l.visible_tools == ["approvals_decide", "approvals_list", "approvals_show"]
 }
+
+plan_made(tool, created) := {"artifact": "sha256:aa", "tool": tool, "requester": {"workload": "spiffe://portcullis.local/ns/agents/sa/operator"}, "created_at": created, "expires_at": created + 3600}
+
+# The runner asks plan_decision about the plan an apply cites: the team's own rules on it.
+test_plan_rules_owner_and_age if {
+	apply := call(operator, alice, "apply_release", {}, monday_10)
+	fresh := authz.plan_decision with input as object.union(apply, {"plan": plan_made("plan_release", 1790000000 - 60)})
+	fresh.allow
+	fresh.rule_ids == ["plan.allowed"]
+	old := authz.plan_decision with input as object.union(apply, {"plan": plan_made("plan_release", 1790000000 - 7200)})
+	not old.allow
+	old.rule_ids == ["plan.age"]
+	other_team := authz.plan_decision with input as object.union(apply, {"plan": plan_made("plan_release", 1790000000 - 60)})
+		with data.portcullis.catalog.tools.plan_release.owner as "platform-team"
+	not other_team.allow
+	other_team.rule_ids == ["plan.owner"]
+	none := authz.plan_decision with input as apply
+	not none.allow
+	none.rule_ids == ["plan.missing"]
+}

@@ -11,6 +11,9 @@ use crate::userjwt::VerifiedUser;
 
 /// The rule every bundle must define.
 pub const ENTRYPOINT: &str = "data.portcullis.authz.decision";
+/// The rules about a cited plan, which only the runner can evaluate: it alone knows the plan
+/// (which tool made it, for whom, when). Same bundle, same document shape as [`ENTRYPOINT`].
+pub const PLAN_ENTRYPOINT: &str = "data.portcullis.authz.plan_decision";
 
 /// Rego modules (file name, source) and the JSON data document they read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,24 +188,49 @@ impl Authorizer {
 
     /// Decides for any input document (policy tooling evaluates hand-written inputs).
     pub fn decide_value(&self, input: &Value) -> Result<Decision, AuthzError> {
-        let out = self
-            .compiled
-            .eval_with_input(regorus::Value::from(input.clone()))
-            .map_err(|e| AuthzError::Eval(e.to_string()))?;
-        if out == regorus::Value::Undefined {
-            // Fail closed: a bundle that yields nothing for this input denies it.
-            return Ok(Decision {
-                allow: false,
-                require_approval: false,
-                reasons: vec!["policy produced no decision for this request".into()],
-                rule_ids: vec!["portcullis.undefined".into()],
-                visible_tools: None,
-                cacheable: false,
-            });
-        }
-        let out = serde_json::to_value(&out).map_err(|e| AuthzError::Malformed(e.to_string()))?;
-        serde_json::from_value(out).map_err(|e| AuthzError::Malformed(e.to_string()))
+        eval(&self.compiled, input)
     }
+}
+
+/// The bundle's plan rules ([`PLAN_ENTRYPOINT`]), for the runner: input is a tools/call's
+/// [`PolicyInput`] plus `plan`, the cited plan's provenance. Cloning shares the compiled policy.
+#[derive(Clone)]
+pub struct PlanRules {
+    compiled: regorus::CompiledPolicy,
+}
+
+impl PlanRules {
+    pub fn new(bundle: &PolicyBundle, catalog: &Catalog) -> Result<Self, AuthzError> {
+        let mut engine = engine_with(bundle, catalog)?;
+        let compiled = engine
+            .compile_with_entrypoint(&PLAN_ENTRYPOINT.into())
+            .map_err(|e| AuthzError::Compile(e.to_string()))?;
+        Ok(Self { compiled })
+    }
+
+    /// The decision; a bundle that yields nothing denies (fail closed).
+    pub fn decide(&self, input: &Value) -> Result<Decision, AuthzError> {
+        eval(&self.compiled, input)
+    }
+}
+
+fn eval(compiled: &regorus::CompiledPolicy, input: &Value) -> Result<Decision, AuthzError> {
+    let out = compiled
+        .eval_with_input(regorus::Value::from(input.clone()))
+        .map_err(|e| AuthzError::Eval(e.to_string()))?;
+    if out == regorus::Value::Undefined {
+        // Fail closed: a bundle that yields nothing for this input denies it.
+        return Ok(Decision {
+            allow: false,
+            require_approval: false,
+            reasons: vec!["policy produced no decision for this request".into()],
+            rule_ids: vec!["portcullis.undefined".into()],
+            visible_tools: None,
+            cacheable: false,
+        });
+    }
+    let out = serde_json::to_value(&out).map_err(|e| AuthzError::Malformed(e.to_string()))?;
+    serde_json::from_value(out).map_err(|e| AuthzError::Malformed(e.to_string()))
 }
 
 fn engine_with(bundle: &PolicyBundle, catalog: &Catalog) -> Result<regorus::Engine, AuthzError> {

@@ -84,6 +84,10 @@ enum Command {
         listen: SocketAddr,
         #[arg(long)]
         catalog: PathBuf,
+        /// The policy bundle (the gateway's): the runner evaluates its plan rules
+        /// (`plan_decision`) on the plan an apply cites.
+        #[arg(long)]
+        policies: PathBuf,
         /// Ed25519 SPKI PEM of the gateway's ticket signing key.
         #[arg(long)]
         ticket_public_key: PathBuf,
@@ -246,7 +250,7 @@ fn run(command: Command) -> Result<ExitCode> {
             let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints };
             runtime()?.block_on(with_telemetry(otlp.as_deref(), up::up(opts)))?;
         }
-        Command::Serve { listen, catalog, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, audit_checkpoints, gateway_access_log, control, otlp_endpoint } => {
+        Command::Serve { listen, catalog, policies, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, audit_checkpoints, gateway_access_log, control, otlp_endpoint } => {
             let exe = std::env::current_exe()?;
             sandbox::local::host_supports_namespaces().context("the local sandbox backend cannot run here")?;
             let key = signing_key.unwrap_or_else(|| state_dir.join("certs").join(certs::RUNNER_SIGNING_KEY));
@@ -254,7 +258,7 @@ fn run(command: Command) -> Result<ExitCode> {
             let audit = audit::AuditLog::open(audit::AuditConfig::in_state_dir(&state_dir, audit_checkpoints, key_pem.clone()))?;
             let opts = serve::ServeOptions {
                 listen,
-                catalog: serve::SharedCatalog::new(bundle::load_catalog(&catalog)?),
+                catalog: serve::SharedCatalog::load(&policies, &catalog)?,
                 ticket_public_key_pem: std::fs::read(&ticket_public_key).with_context(|| format!("reading {}", ticket_public_key.display()))?,
                 ticket_issuer,
                 tls: tls.server_config(gateway_id)?,

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use portcullis_core::authz::PlanRules;
 use portcullis_core::catalog::Catalog;
 use portcullis_core::gateway::Gateway;
 
@@ -40,6 +41,8 @@ pub struct Built {
     pub json: String,
     pub version: String,
     pub catalog: Catalog,
+    /// The bundle's plan rules, for the runner.
+    pub plan_rules: PlanRules,
 }
 
 pub fn build(src: &Sources) -> Result<Built> {
@@ -47,7 +50,9 @@ pub fn build(src: &Sources) -> Result<Built> {
     let json = bundle::with_settings(json, src.settings.as_deref())?;
     let gateway = Gateway::from_config_json(json.as_bytes())
         .context("the plugin configuration does not build a gateway")?;
-    Ok(Built { version: gateway.policy_version().to_owned(), catalog: gateway.catalog().clone(), json })
+    let plan_rules = PlanRules::new(&bundle::load_policy(&src.policies, false)?, gateway.catalog())
+        .context("the policy's plan rules (plan_decision) do not compile")?;
+    Ok(Built { version: gateway.policy_version().to_owned(), catalog: gateway.catalog().clone(), plan_rules, json })
 }
 
 /// A hash of everything a plugin configuration is built from: every file directly in the
@@ -130,7 +135,7 @@ impl Reloader {
         // The runner learns the new catalog first: a tool the new config allows is known to the
         // runner before any ticket for it exists. A removed tool is refused by the runner a
         // moment before the filter stops allowing it (fails closed).
-        self.runner_catalog.replace(built.catalog.clone());
+        self.runner_catalog.replace(built.catalog.clone(), built.plan_rules.clone());
         write_ecds(&self.ecds_path, &response)
     }
 }

@@ -106,7 +106,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     // No secret in it (the plugin configuration went to the ECDS file), but it is nobody else's.
     let rendered = opts.state_dir.join("envoy.yaml");
     certs::write_file(&rendered, &split.bootstrap, certs::KEY_MODE).context("writing the rendered Envoy config")?;
-    let runner_catalog = SharedCatalog::new(built.catalog.clone());
+    let runner_catalog = SharedCatalog::new(built.catalog.clone(), built.plan_rules.clone());
 
     // The runner, in this process.
     let (stop_runner, runner_stopped) = oneshot::channel::<()>();

@@ -74,6 +74,8 @@ pub enum PlanRefusal {
     Expired { plan: String, expired: String },
     #[error("plan {0} was altered or removed on disk: its artifact no longer has that hash; it is not applied")]
     Altered(String),
+    #[error("{0}")]
+    Policy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("plan store: {0}")]

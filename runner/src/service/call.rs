@@ -1,6 +1,7 @@
 //! One admitted tools/call, through the control plane: builtin approval tools, the cited plan
 //! of an apply, the approval gate, then the job; a plan tool's artifact is stored.
 
+use portcullis_core::authz::{PlanRules, PolicyTime, Workload};
 use portcullis_core::catalog::{Builtin, Kind, Tool};
 use portcullis_core::plan::canonical_arguments;
 use portcullis_core::ticket::Claims;
@@ -14,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::approvals::{Approval, DecideError, Gate, State};
 use crate::audit;
 use crate::plans::key::rfc3339;
-use crate::plans::PlanRecord;
+use crate::plans::{PlanRecord, PlanRefusal};
 use crate::service::progress::run_reporting_progress;
 use crate::service::serve::{unix_now, Runner};
 use crate::service::tools::{job_for, render_output};
@@ -58,7 +59,7 @@ impl Runner {
     }
 
     /// Runs an admitted call (its ticket verified) of a catalog tool.
-    pub async fn call(&self, tool: &Tool, arguments: Option<&Map<String, Value>>, claims: &Claims, context: &RequestContext<RoleServer>) -> Result<CallToolResult, McpError> {
+    pub async fn call(&self, tool: &Tool, plan_rules: &PlanRules, arguments: Option<&Map<String, Value>>, claims: &Claims, context: &RequestContext<RoleServer>) -> Result<CallToolResult, McpError> {
         if let Some(builtin) = tool.builtin {
             return self.builtin(builtin, arguments, claims);
         }
@@ -67,7 +68,7 @@ impl Runner {
             Err(e)
         };
         let plan = match &tool.plan {
-            Some(plan_use) => match self.plans.check_use(plan_use, &tool.name, arguments, claims, unix_now()) {
+            Some(plan_use) => match self.plans.check_use(plan_use, &tool.name, arguments, claims, unix_now()).and_then(|checked| plan_policy(plan_rules, &checked.0, arguments, claims).map(|()| checked)) {
                 Ok(checked) => Some(checked),
                 Err(refusal) => {
                     tracing::warn!(tool = %tool.name, decision = %claims.decision_id, %refusal, "plan refused");
@@ -218,6 +219,36 @@ impl Runner {
             }
         }
     }
+}
+
+/// The bundle's plan rules on the cited plan (which tool made it, for whom, when): policy's
+/// say on what may be applied, beside the runner's own checks.
+fn plan_policy(rules: &PlanRules, plan: &PlanRecord, arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<(), PlanRefusal> {
+    let now = unix_now();
+    let workload = Workload::from_spiffe_id(&claims.sub);
+    let user = claims.user.as_ref().map(|sub| json!({"sub": sub, "iss": claims.user_iss, "groups": claims.groups, "claims": {}}));
+    let input = json!({
+        "method": "tools/call",
+        "tool": claims.tool,
+        "arguments": arguments,
+        "plan_hash": claims.plan_hash,
+        "workload": workload,
+        "user": user,
+        "user_error": if user.is_some() { Value::Null } else { json!("no verified user") },
+        "time": PolicyTime::from_unix(now),
+        "plan": {
+            "artifact": plan.artifact,
+            "tool": plan.tool,
+            "requester": plan.requester,
+            "created_at": plan.created_at,
+            "expires_at": plan.expires_at,
+        },
+    });
+    let decision = rules.decide(&input).map_err(|e| PlanRefusal::Policy(format!("plan rules failed: {e}")))?;
+    if decision.allow {
+        return Ok(());
+    }
+    Err(PlanRefusal::Policy(format!("policy refuses plan {} ({}): {}", plan.artifact, decision.rule_ids.join(", "), decision.reasons.join("; "))))
 }
 
 fn plan_result(text: String, record: &PlanRecord) -> CallToolResult {

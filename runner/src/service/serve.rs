@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use portcullis_core::caller::CallerVerifier;
+use portcullis_core::authz::PlanRules;
 use portcullis_core::catalog::Catalog;
 use portcullis_core::plan::plan_hash;
 use portcullis_core::ticket::{check_binding, Claims, TicketError, Verifier};
@@ -51,22 +52,35 @@ pub struct Runner {
     pub audit: Arc<crate::audit::AuditLog>,
 }
 
-/// The catalog the runner lists and runs tools from. `up` replaces it when the catalog file
-/// changes; a call in progress keeps the catalog it started with.
+/// What the runner decides with, from the operator's sources: the catalog it lists and runs
+/// tools from, and the policy bundle's plan rules. `up` replaces both when the policy dir or the
+/// catalog changes; a call in progress keeps what it started with.
+pub struct RunnerConfig {
+    pub catalog: Catalog,
+    pub plan_rules: PlanRules,
+}
+
 #[derive(Clone)]
-pub struct SharedCatalog(Arc<RwLock<Arc<Catalog>>>);
+pub struct SharedCatalog(Arc<RwLock<Arc<RunnerConfig>>>);
 
 impl SharedCatalog {
-    pub fn new(catalog: Catalog) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(catalog))))
+    pub fn new(catalog: Catalog, plan_rules: PlanRules) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(RunnerConfig { catalog, plan_rules }))))
     }
 
-    pub fn current(&self) -> Arc<Catalog> {
+    /// Builds both from a policy bundle directory and a catalog file.
+    pub fn load(policies: &std::path::Path, catalog: &std::path::Path) -> anyhow::Result<Self> {
+        let catalog = crate::devstack::bundle::load_catalog(catalog)?;
+        let plan_rules = PlanRules::new(&crate::devstack::bundle::load_policy(policies, false)?, &catalog)?;
+        Ok(Self::new(catalog, plan_rules))
+    }
+
+    pub fn current(&self) -> Arc<RunnerConfig> {
         self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    pub fn replace(&self, catalog: Catalog) {
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(catalog);
+    pub fn replace(&self, catalog: Catalog, plan_rules: PlanRules) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(RunnerConfig { catalog, plan_rules });
     }
 }
 
@@ -128,6 +142,7 @@ impl ServerHandler for Handler {
             .0
             .catalog
             .current()
+            .catalog
             .tools()
             .map(|t| Tool::new(t.name.clone(), t.description.clone(), Arc::new(t.input_schema.clone())))
             .collect();
@@ -177,11 +192,11 @@ impl Handler {
             McpError::new(ErrorCode(TICKET_REFUSED), refusal.to_string(), Some(json!({"tool": request.name})))
         })?;
         runner.audit(crate::audit::TICKET_ACCEPTED, Some(&claims), json!({"jti": claims.jti, "require_approval": claims.require_approval, "policy_version": claims.policy_version}))?;
-        let catalog = runner.catalog.current();
-        let Some(tool) = catalog.get(&request.name) else {
+        let config = runner.catalog.current();
+        let Some(tool) = config.catalog.get(&request.name) else {
             return Err(McpError::invalid_params(format!("tool {} is not in the catalog", request.name), None));
         };
-        Ok(runner.call(tool, request.arguments.as_ref(), &claims, &context).await?.into())
+        Ok(runner.call(tool, &config.plan_rules, request.arguments.as_ref(), &claims, &context).await?.into())
     }
 }
 

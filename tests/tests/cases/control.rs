@@ -301,5 +301,34 @@ fn audit_trail_of_the_approved_apply(s: &Stack, id: &str) {
     let runner: Vec<&String> = events.iter().filter(|e| !e.starts_with("gateway.")).collect();
     assert_eq!(runner, want.iter().collect::<Vec<_>>(), "{shown}");
     assert_eq!(events.iter().filter(|e| *e == "gateway.decision").count(), 1, "{shown}");
-    eprintln!("audit show --decision {decision}:\n{shown}");
+    // The whole story of the approved apply, for a reader: the first send (approval
+    // requested, then granted) and the send that executed it.
+    let first = records().into_iter().find(|r| r["event"] == "approval.requested" && r["approval"] == id).map(|r| r["decision_id"].clone()).unwrap_or_default();
+    let story: Vec<String> = records().iter().filter(|r| r["decision_id"] == first || r["decision_id"] == decision.as_str()).map(Value::to_string).collect();
+    eprintln!("audit records of approval {id} (decisions {first} and {decision}):\n{}", story.join("\n"));
+}
+
+/// The policy's own rules on the cited plan (`plan_decision`, evaluated by the runner, which
+/// knows the plan): here a bundle whose plans may be applied for one second only.
+#[tokio::test]
+async fn the_policy_decides_on_the_cited_plans_provenance() {
+    let policies = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(portcullis_e2e::repo_root().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, policies.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let data = std::fs::read_to_string(policies.path().join("data.json")).unwrap();
+    assert!(data.contains(r#""max_age_seconds": 1800"#), "the default bundle changed: adapt this test");
+    std::fs::write(policies.path().join("data.json"), data.replace(r#""max_age_seconds": 1800"#, r#""max_age_seconds": 1"#)).unwrap();
+    let s = Stack::start_with(&["--policies", policies.path().to_str().unwrap()]);
+    let agent = session(&s, "operator", Some(ALICE)).await;
+    // Fresh, the plan passes the rules and the apply goes on to its approval.
+    let plan = make_plan(&s, ALICE, "staging").await;
+    let (_, data) = refused(&agent, "apply_release", apply_args(&plan, "staging"), -32004).await;
+    assert_eq!(data["approval"]["state"], "pending");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (message, _) = refused(&agent, "apply_release", apply_args(&plan, "staging"), -32005).await;
+    assert!(message.contains("plan.age") && message.contains("plans are applied within 1 s"), "{message}");
 }
