@@ -75,7 +75,8 @@ async fn argument_rules_wildcards_and_production_namespaces() {
 async fn high_risk_is_allowed_with_approval_required_in_the_ticket() {
     let s = stack();
     let alice = user_token(s, "alice", "sre");
-    let r = call_as(s, "operator", Some(&alice), "restart_deployment", json!({"namespace": "team-a", "deployment": "web"})).await;
+    // A call no other test makes: an earlier identical call would already have its approval.
+    let r = call_as(s, "operator", Some(&alice), "restart_deployment", json!({"namespace": "team-a", "deployment": "web-policy-case"})).await;
     // The gateway allowed it with require_approval in the ticket; the runner records a pending
     // approval for it and does not run it (the flow itself: cases/control.rs).
     assert_eq!(r.error_code(), Some(-32004), "{}", r.text);
