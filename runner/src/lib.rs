@@ -17,6 +17,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod devstack;
+pub mod keys;
 pub mod plans;
 pub mod sandbox;
 pub mod service;

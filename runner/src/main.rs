@@ -305,7 +305,7 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Approvals(args) => runtime()?.block_on(portcullis_runner::approvals::cli::run(args))?,
         Command::Plans { action: PlansAction::Verify { dir, public_key } } => {
-            let key = portcullis_runner::plans::key::parse_public(&std::fs::read(&public_key).with_context(|| format!("reading {}", public_key.display()))?)?;
+            let key = portcullis_runner::keys::parse_public(&std::fs::read(&public_key).with_context(|| format!("reading {}", public_key.display()))?)?;
             let report = portcullis_runner::plans::verify_dir(&dir, &key).with_context(|| format!("reading {}", dir.display()))?;
             for problem in &report.problems {
                 eprintln!("portcullis plans verify: {problem}");

@@ -24,8 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::plans::key::rfc3339;
-use crate::store::{Requester, Store, StoreError, APPROVALS, APPROVAL_KEYS};
+use crate::store::{rfc3339, Requester, Store, StoreError, APPROVALS, APPROVAL_KEYS};
 
 pub mod cli;
 pub mod webhook;

@@ -30,7 +30,7 @@ impl Webhook {
             "text": format!(
                 "Approval {} requested: {} wants to run {} ({}); approve with `portcullis approvals approve {}` before {}",
                 approval.id, approval.requester.describe(), approval.tool, approval.plan_hash, approval.id,
-                crate::plans::key::rfc3339(approval.expires_at),
+                crate::store::rfc3339(approval.expires_at),
             ),
             "approval": approval.summary(),
         })

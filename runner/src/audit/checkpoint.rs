@@ -11,9 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
-
 use super::chain::canonical;
+use crate::keys::{self, key_id};
 use super::AuditLog;
 
 /// The runner's checkpoint signing key.
@@ -22,18 +21,10 @@ pub struct CheckpointSigner {
     key_id: String,
 }
 
-/// The id of a public key, as checkpoints carry it.
-pub fn key_id(key: &VerifyingKey) -> String {
-    let digest = hex::encode(Sha256::digest(key.as_bytes()));
-    format!("ed25519:{}", digest.get(..16).unwrap_or(&digest))
-}
-
 impl CheckpointSigner {
     /// `pem`: an Ed25519 PKCS#8 private key.
     pub fn from_pem(pem: &[u8]) -> anyhow::Result<Self> {
-        use ed25519_dalek::pkcs8::DecodePrivateKey;
-        let pem = std::str::from_utf8(pem)?;
-        let key = SigningKey::from_pkcs8_pem(pem).map_err(|e| anyhow::anyhow!("the audit signing key is not an Ed25519 PKCS#8 PEM key: {e}"))?;
+        let key = keys::parse_private(pem)?;
         let key_id = key_id(&key.verifying_key());
         Ok(Self { key, key_id })
     }
@@ -74,9 +65,7 @@ pub struct CheckpointVerifier {
 impl CheckpointVerifier {
     /// `pem`: an Ed25519 SPKI public key ("BEGIN PUBLIC KEY").
     pub fn from_pem(pem: &[u8]) -> anyhow::Result<Self> {
-        use ed25519_dalek::pkcs8::DecodePublicKey;
-        let pem = std::str::from_utf8(pem)?;
-        let key = VerifyingKey::from_public_key_pem(pem).map_err(|e| anyhow::anyhow!("not an Ed25519 public key PEM: {e}"))?;
+        let key = keys::parse_public(pem)?;
         Ok(Self { key_id: key_id(&key), key })
     }
 

@@ -25,9 +25,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::store::{Requester, Store, StoreError, PLANS};
-
-pub mod key;
+use crate::keys;
+use crate::store::{rfc3339, Requester, Store, StoreError, PLANS};
 
 /// The statement type: bump it deliberately if the statement's fields change.
 pub const STATEMENT_TYPE: &str = "portcullis.plan/v1";
@@ -95,8 +94,8 @@ impl Plans {
     /// `dir` holds the artifacts (created 0700); `key_pem` is the runner's Ed25519 PKCS#8 key.
     pub fn new(store: Arc<Store>, dir: PathBuf, key_pem: &[u8], ttl_seconds: u64) -> anyhow::Result<Self> {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-        let key = key::parse_private(key_pem)?;
-        let key_id = key::key_id(&key.verifying_key());
+        let key = keys::parse_private(key_pem)?;
+        let key_id = keys::key_id(&key.verifying_key());
         Ok(Self { store, dir, key, key_id, ttl_seconds })
     }
 
@@ -186,7 +185,7 @@ fn pick(runs: Vec<PlanRecord>, plan_use: &PlanUse, tool: &str, arguments: Option
     let newest = on_target.iter().filter(|r| r.expires_at > now).max_by_key(|r| r.created_at).cloned();
     newest.ok_or_else(|| PlanRefusal::Expired {
         plan,
-        expired: crate::plans::key::rfc3339(on_target.iter().map(|r| r.expires_at).max().unwrap_or(0)),
+        expired: rfc3339(on_target.iter().map(|r| r.expires_at).max().unwrap_or(0)),
     })
 }
 

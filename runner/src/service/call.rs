@@ -1,7 +1,8 @@
 //! One admitted tools/call, through the control plane: builtin approval tools, the cited plan
 //! of an apply, the approval gate, then the job; a plan tool's artifact is stored.
 
-use portcullis_core::authz::{PlanRules, PolicyTime, Workload};
+use portcullis_core::authz::{PlanRules, PolicyInput, PolicyTime, Workload};
+use portcullis_core::userjwt::VerifiedUser;
 use portcullis_core::catalog::{Builtin, Kind, Tool};
 use portcullis_core::plan::canonical_arguments;
 use portcullis_core::ticket::Claims;
@@ -14,11 +15,11 @@ use sha2::{Digest, Sha256};
 
 use crate::approvals::{Approval, DecideError, Gate, State};
 use crate::audit;
-use crate::plans::key::rfc3339;
 use crate::plans::{PlanRecord, PlanRefusal};
 use crate::service::progress::run_reporting_progress;
 use crate::service::serve::{unix_now, Runner};
 use crate::service::tools::{job_for, render_output};
+use crate::store::rfc3339;
 use crate::telemetry;
 
 /// The call needs a person's approval, which is now pending: it was not run.
@@ -126,7 +127,7 @@ impl Runner {
     }
 
     fn store_plan(&self, artifact: &[u8], arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<PlanRecord, McpError> {
-        let canonical = canonical_arguments(arguments).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
+        let canonical = canonical_map(arguments);
         let record = self.plans.store(artifact, claims, canonical, unix_now()).map_err(|e| {
             tracing::error!(tool = %claims.tool, error = %e, "plan not stored");
             McpError::internal_error(format!("the plan ran but could not be stored: {e}"), None)
@@ -147,7 +148,7 @@ impl Runner {
     }
 
     fn approval_gate_inner(&self, tool: &Tool, arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<(), McpError> {
-        let canonical = canonical_arguments(arguments).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
+        let canonical = canonical_map(arguments);
         let gate = self.approvals.gate(claims, canonical, unix_now()).map_err(|e| {
             tracing::error!(tool = %tool.name, error = %e, "approval state unavailable");
             McpError::internal_error(format!("approval state unavailable: {e}; the call was not run"), None)
@@ -221,30 +222,45 @@ impl Runner {
     }
 }
 
+/// The arguments as the plan hash covers them (RFC 8785 canonical numbers), as recorded with
+/// a plan or an approval. Admission has hashed them already, so they always canonicalize.
+fn canonical_map(arguments: Option<&Map<String, Value>>) -> Map<String, Value> {
+    canonical_arguments(arguments).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default()
+}
+
 /// The bundle's plan rules on the cited plan (which tool made it, for whom, when): policy's
 /// say on what may be applied, beside the runner's own checks.
 fn plan_policy(rules: &PlanRules, plan: &PlanRecord, arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<(), PlanRefusal> {
-    let now = unix_now();
-    let workload = Workload::from_spiffe_id(&claims.sub);
-    let user = claims.user.as_ref().map(|sub| json!({"sub": sub, "iss": claims.user_iss, "groups": claims.groups, "claims": {}}));
-    let input = json!({
-        "method": "tools/call",
-        "tool": claims.tool,
-        "arguments": arguments,
-        "plan_hash": claims.plan_hash,
-        "workload": workload,
-        "user": user,
-        "user_error": if user.is_some() { Value::Null } else { json!("no verified user") },
-        "time": PolicyTime::from_unix(now),
-        "plan": {
-            "artifact": plan.artifact,
-            "tool": plan.tool,
-            "requester": plan.requester,
-            "created_at": plan.created_at,
-            "expires_at": plan.expires_at,
-        },
+    // The call's policy input, as the gateway built it from the verified ticket (the user's
+    // other token claims stay with the gateway), plus the plan.
+    let workload = Workload::from_spiffe_id(&claims.sub).ok_or_else(|| PlanRefusal::Policy(format!("ticket workload {} is not a SPIFFE ID", claims.sub)))?;
+    let user = claims.user.as_ref().map(|sub| VerifiedUser {
+        sub: sub.clone(),
+        iss: claims.user_iss.clone().unwrap_or_default(),
+        groups: claims.groups.clone(),
+        claims: Map::new(),
     });
-    let decision = rules.decide(&input).map_err(|e| PlanRefusal::Policy(format!("plan rules failed: {e}")))?;
+    let call = PolicyInput {
+        method: "tools/call",
+        tool: Some(&claims.tool),
+        arguments,
+        plan_hash: Some(&claims.plan_hash),
+        workload: &workload,
+        user: user.as_ref(),
+        user_error: if user.is_some() { None } else { Some("no verified user") },
+        time: PolicyTime::from_unix(unix_now()),
+    };
+    let Ok(Value::Object(mut input)) = serde_json::to_value(&call) else {
+        return Err(PlanRefusal::Policy("plan rules input is not an object".into()));
+    };
+    input.insert("plan".into(), json!({
+        "artifact": plan.artifact,
+        "tool": plan.tool,
+        "requester": plan.requester,
+        "created_at": plan.created_at,
+        "expires_at": plan.expires_at,
+    }));
+    let decision = rules.decide(&Value::Object(input)).map_err(|e| PlanRefusal::Policy(format!("plan rules failed: {e}")))?;
     if decision.allow {
         return Ok(());
     }

@@ -28,6 +28,12 @@ pub const APPROVALS: Table = Table(TableDefinition::new("approvals"), "approvals
 /// The latest approval id of each approval key (one call by one requester under one policy).
 pub const APPROVAL_KEYS: Table = Table(TableDefinition::new("approval_keys"), "approval_keys");
 
+/// Unix seconds as RFC 3339 UTC (`2026-12-02T07:36:40Z`).
+pub fn rfc3339(unix: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).unwrap_or(i64::MAX)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| unix.to_string())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state database: {0}")]
