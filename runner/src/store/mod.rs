@@ -111,7 +111,8 @@ impl Txn {
 
 impl Store {
     /// Opens (or creates) the database file. Its directory must exist; the file is the
-    /// runner's alone (created 0600 by the process umask the runner sets, see `serve`).
+    /// runner's alone: its directory (the runner state dir) is created 0700, which guards it
+    /// whatever mode the database file gets.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path)?;
         // Create every table up front, so readers never meet a missing one.
