@@ -99,6 +99,34 @@ pub struct PolicyInput<'a> {
     /// Why there is no user (`null` when there is one), e.g. `bearer token expired`.
     pub user_error: Option<&'a str>,
     pub time: PolicyTime,
+    /// What a method other than tools/call names (resource, prompt, ...), flattened into `input`.
+    #[serde(flatten)]
+    pub mcp: McpInput,
+}
+
+/// The members of `input` that methods beyond tools/call fill in; each is left out of `input`
+/// when it does not apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct McpInput {
+    /// The protocol revision the request declares (header, `_meta` or initialize).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// `{"uri"}` for resources/read, resources/subscribe and resources/unsubscribe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Value>,
+    /// `{"name", "arguments"}` for prompts/get.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<Value>,
+    /// `{"ref", "argument"}` for completion/complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion: Option<Value>,
+    /// The level logging/setLevel asks for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// `{"to", "error"}` for a client's response (method `response`): the server request it
+    /// answers, as the gateway sealed it into the request's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
 }
 
 /// The decision document policy returns.
@@ -116,6 +144,13 @@ pub struct Decision {
     /// exactly these; absent means none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visible_tools: Option<Vec<String>>,
+    /// For resources/list and resources/templates/list: URI prefixes; an entry is shown iff
+    /// its `uri` (`uriTemplate`) starts with one of them. Absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_resources: Option<Vec<String>>,
+    /// For prompts/list: the prompt names this caller may get (`"*"`: all). Absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_prompts: Option<Vec<String>>,
     /// The policy's word that this decision did not read `input.time`, so the gateway may reuse
     /// it for an identical input until the policy changes (crate::decision_cache). Absent: never.
     #[serde(default)]
@@ -225,8 +260,8 @@ fn eval(compiled: &regorus::CompiledPolicy, input: &Value) -> Result<Decision, A
             require_approval: false,
             reasons: vec!["policy produced no decision for this request".into()],
             rule_ids: vec!["portcullis.undefined".into()],
-            visible_tools: None,
             cacheable: false,
+            ..Decision::default()
         });
     }
     let out = serde_json::to_value(&out).map_err(|e| AuthzError::Malformed(e.to_string()))?;

@@ -6,6 +6,7 @@ use crate::authz::{AuthzError, Authorizer, PolicyBundle};
 use crate::catalog::{Catalog, CatalogError};
 use crate::gateway::Gateway;
 use crate::json::Limits;
+use crate::relay::{RequestSealer, REQUEST_KEY_LABEL};
 use crate::session::{SessionSealer, SESSION_KEY_LABEL};
 use crate::ratelimit::{RateLimitError, RateLimits, RawRateLimits};
 use crate::ticket::{Signer, TicketError};
@@ -25,6 +26,15 @@ pub struct RawConfig {
     /// Trusted issuers of user tokens; without any, no request carries a verified user.
     #[serde(default)]
     pub users: UsersConfig,
+    /// The HTTP status of a policy denial: 200 (default: every official MCP SDK then hands
+    /// the calling code the JSON-RPC error, -32001 with the policy's reasons) or 403 (the mesh's
+    /// HTTP statistics count denials as 4xx, but SDKs report a transport error).
+    #[serde(default = "default_denial_status")]
+    pub denial_status: u16,
+}
+
+fn default_denial_status() -> u16 {
+    200
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +94,8 @@ pub enum ConfigError {
     RateLimits(#[from] RateLimitError),
     #[error(transparent)]
     Users(#[from] UsersConfigError),
+    #[error("denial_status must be 200 or 403, got {0}")]
+    DenialStatus(u16),
 }
 
 impl Gateway {
@@ -108,6 +120,12 @@ impl Gateway {
         let rate_limits = raw.rate_limits.as_ref().map(RateLimits::from_raw).transpose()?;
         let users = UserVerifier::new(&raw.users)?;
         let sessions = SessionSealer::new(signer.derive_key(SESSION_KEY_LABEL)?);
-        Ok(Gateway::new(limits, catalog, authorizer, signer, users, sessions).with_rate_limits(rate_limits))
+        let requests = RequestSealer::new(signer.derive_key(REQUEST_KEY_LABEL)?);
+        if !matches!(raw.denial_status, 200 | 403) {
+            return Err(ConfigError::DenialStatus(raw.denial_status));
+        }
+        Ok(Gateway::new(limits, catalog, authorizer, signer, users, sessions)
+            .with_rate_limits(rate_limits)
+            .with_relay(requests, raw.denial_status))
     }
 }

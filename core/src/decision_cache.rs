@@ -50,14 +50,15 @@ struct KeyView<'a> {
     workload: &'a crate::authz::Workload,
     user: Option<&'a crate::userjwt::VerifiedUser>,
     user_error: Option<&'a str>,
+    mcp: &'a crate::authz::McpInput,
 }
 
 /// The cache key for `input`, or `None` when it should not be cached (too large).
 pub fn key(input: &PolicyInput<'_>) -> Option<Key> {
     // Destructured without `..`: a field added to the policy input fails to compile here until
     // it is in the key too (or, like time, deliberately left out).
-    let PolicyInput { method, tool, arguments, plan_hash, workload, user, user_error, time: _ } = *input;
-    let view = KeyView { method, tool, arguments, plan_hash, workload, user, user_error };
+    let PolicyInput { method, tool, arguments, plan_hash, workload, user, user_error, time: _, ref mcp } = *input;
+    let view = KeyView { method, tool, arguments, plan_hash, workload, user, user_error, mcp };
     // serde_json's Map is ordered by key, so equal inputs give equal bytes.
     let bytes = serde_json::to_vec(&view).ok()?;
     (bytes.len() <= MAX_KEY_BYTES).then(|| Sha256::digest(&bytes).into())
@@ -156,6 +157,7 @@ mod tests {
             user: None,
             user_error,
             time: PolicyTime::from_unix(unix),
+            mcp: Default::default(),
         };
         let base = key(&input(&args, 0, None)).unwrap();
         assert_eq!(base, key(&input(&args, 86_400 * 3 + 3_600, None)).unwrap());

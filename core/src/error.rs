@@ -13,6 +13,9 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const DENIED: i64 = -32001;
 /// Implementation-defined server error: the workload is over its rate limit (HTTP 429).
 pub const RATE_LIMITED: i64 = -32003;
+/// MCP 2026-07-28: an HTTP header that restates the body (`Mcp-Method`, `Mcp-Name`,
+/// `MCP-Protocol-Version`) disagrees with it (HTTP 400).
+pub const HEADER_MISMATCH: i64 = -32020;
 
 /// Why the gateway refused a request, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::authz::{Authorizer, Decision, PolicyInput, PolicyTime, Workload};
+use crate::authz::{Authorizer, Decision, McpInput, PolicyInput, PolicyTime, Workload};
 use crate::catalog::Catalog;
 use crate::error::{RejectKind, Rejection, DENIED, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RATE_LIMITED};
 use crate::json::{parse_strict, Limits, StrictJsonError};
@@ -11,12 +11,17 @@ use crate::jsonrpc::{self, Id, Method, RpcError};
 use crate::plan::plan_hash;
 use crate::ratelimit::RateLimits;
 use crate::schema::Invalid;
+use crate::listing::Visible;
 use crate::record::DecisionRecord;
+use crate::relay::RequestSealer;
 use crate::session::{session_hash, Owner, SessionSealer};
 use crate::ticket::{Claims, Signer, AUDIENCE};
 use crate::userjwt::UserVerifier;
 
+mod headers;
+mod relay;
 mod sessions;
+pub use headers::{McpHeaders, METHOD_HEADER, NAME_HEADER, PARAM_HEADER_PREFIX, PROTOCOL_VERSION_HEADER};
 pub use sessions::Forward;
 
 /// A configured gateway: everything compiled once at plugin configuration.
@@ -28,6 +33,10 @@ pub struct Gateway {
     rate_limits: Option<RateLimits>,
     users: UserVerifier,
     sessions: SessionSealer,
+    /// Seals server-request ids; `None` refuses every client response.
+    requests: Option<RequestSealer>,
+    /// The HTTP status of a policy denial of a request (200 or 403).
+    denial_status: u16,
 }
 
 /// Per-request facts the host supplies.
@@ -43,6 +52,8 @@ pub struct RequestContext<'a> {
     pub authorization: Option<&'a str>,
     /// The request's `Mcp-Session-Id` header, as the agent sent it.
     pub session_id: Option<&'a str>,
+    /// The MCP headers that restate the body.
+    pub headers: McpHeaders<'a>,
 }
 
 /// An allowed request: forward it, with the ticket header when one is issued.
@@ -57,6 +68,11 @@ pub struct Allowed {
     pub decision: Decision,
     /// The caller, the upstream session to name, and the caller assertion (non-tools/call).
     pub forward: Forward,
+    /// For a list method: what of the upstream's answer the caller may see.
+    pub visible: Option<Visible>,
+    /// The body to forward in place of the request's (a client response gets its server
+    /// request's own id back).
+    pub body: Option<Vec<u8>>,
 }
 
 pub type Verdict = Result<Allowed, Rejection>;
@@ -71,7 +87,14 @@ pub struct Decided {
 impl Gateway {
 
     pub fn new(limits: Limits, catalog: Catalog, authorizer: Authorizer, signer: Signer, users: UserVerifier, sessions: SessionSealer) -> Self {
-        Self { limits, catalog, authorizer, signer, users, sessions, rate_limits: None }
+        Self { limits, catalog, authorizer, signer, users, sessions, rate_limits: None, requests: None, denial_status: 403 }
+    }
+
+    /// Client responses to server requests (sealed ids), and the HTTP status of a denial.
+    pub fn with_relay(mut self, requests: RequestSealer, denial_status: u16) -> Self {
+        self.requests = Some(requests);
+        self.denial_status = denial_status;
+        self
     }
 
     pub fn with_rate_limits(mut self, rate_limits: Option<RateLimits>) -> Self {
@@ -169,6 +192,9 @@ impl Gateway {
         // Someone else's session is refused before anything is decided about the call.
         let session = self.open_session(&owner, ctx.session_id, &id)?;
 
+        let protocol_version = headers::check(&ctx.headers, &message)?;
+        let mut mcp = McpInput { protocol_version, ..McpInput::default() };
+        let mut body_out = None;
         let (tool, arguments, hash) = match &message.method {
             Method::ToolsCall { name, arguments } => {
                 record.tool = Some(name.clone());
@@ -179,7 +205,16 @@ impl Gateway {
                 self.check_arguments(name, arguments.as_ref(), &hash, &id)?;
                 (Some(name.as_str()), arguments.as_ref(), Some(hash))
             }
-            _ => (None, None, None),
+            Method::Response { is_error } => {
+                let (answered, body) = self.open_response(&value, &owner, session.as_deref(), ctx.now_unix, &id)?;
+                mcp.response = Some(json!({"to": answered.method, "error": is_error}));
+                body_out = Some(body);
+                (None, None, None)
+            }
+            other => {
+                relay::describe(other, &mut mcp);
+                (None, None, None)
+            }
         };
 
         let user_error = verified.as_ref().err().map(ToString::to_string);
@@ -193,6 +228,7 @@ impl Gateway {
             user: verified.as_ref().ok(),
             user_error: user_error.as_deref(),
             time: PolicyTime::from_unix(ctx.now_unix),
+            mcp,
         };
         let decision_id = hex::encode(ctx.entropy);
         let decision = self.authorizer.decide(&input).map_err(|e| {
@@ -203,7 +239,10 @@ impl Gateway {
             record.rule_ids.clone_from(&decision.rule_ids);
             let what = tool.map_or_else(|| method.clone(), |t| format!("{method} {t}"));
             let reasons = if decision.reasons.is_empty() { "no rule allows it".to_owned() } else { decision.reasons.join("; ") };
-            return Err(Rejection::new(RejectKind::Denied, 403, DENIED, format!("denied {what}: {reasons}"), id).with_data(json!({
+            // A request's denial is its JSON-RPC answer (status configurable); a notification
+            // or a response has no answer to carry it, so it stays an HTTP refusal.
+            let status = if id.is_some() && !matches!(message.method, Method::Response { .. }) { self.denial_status } else { 403 };
+            return Err(Rejection::new(RejectKind::Denied, status, DENIED, format!("denied {what}: {reasons}"), id).with_data(json!({
                 "reasons": decision.reasons,
                 "rule_ids": decision.rule_ids,
                 "decision_id": decision_id,
@@ -243,7 +282,8 @@ impl Gateway {
             None => Some(self.caller_assertion(&owner, session.as_deref(), "POST", Some(&method), ctx.now_unix, &id)?),
         };
         let forward = Forward { owner, session, caller };
-        Ok(Allowed { id, method, ticket, plan_hash: hash, decision_id, decision, forward })
+        let visible = Visible::for_method(&method, &decision);
+        Ok(Allowed { id, method, ticket, plan_hash: hash, decision_id, decision, forward, visible, body: body_out })
     }
 
     /// Validates a tools/call's arguments against its catalog tool's input schema (an absent

@@ -27,31 +27,21 @@ pub struct Message {
     /// `None` for a notification.
     pub id: Option<Id>,
     pub method: Method,
+    /// The protocol revision the message declares: `_meta["io.modelcontextprotocol/protocolVersion"]`
+    /// (2026-07-28), or initialize's `protocolVersion`.
+    pub protocol_version: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Method {
-    Initialize,
-    Initialized,
-    Ping,
-    ToolsList,
-    ToolsCall { name: String, arguments: Option<Map<String, Value>> },
-    /// A method the gateway has no model for; only policy can allow it.
-    Other(String),
-}
+pub use methods::{Method, RESPONSE};
 
-impl Method {
-    pub fn name(&self) -> &str {
-        match self {
-            Method::Initialize => "initialize",
-            Method::Initialized => "notifications/initialized",
-            Method::Ping => "ping",
-            Method::ToolsList => "tools/list",
-            Method::ToolsCall { .. } => "tools/call",
-            Method::Other(name) => name,
-        }
-    }
-}
+/// The protocol revisions whose messages the gateway understands, oldest first.
+pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-06-18", "2025-11-25", "2026-07-28"];
+/// The first revision without sessions, where requests carry their context in `_meta` and
+/// POSTs carry `Mcp-Method` / `Mcp-Name`.
+pub const STATELESS_VERSION: &str = "2026-07-28";
+
+/// The `_meta` key that carries the protocol revision of a 2026-07-28 request.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
 /// Why a message is not a valid request. `InvalidRequest` maps to JSON-RPC -32600 and
 /// `InvalidParams` to -32602.
@@ -72,19 +62,15 @@ pub fn validate(value: &Value) -> Result<Message, RpcError> {
         Value::Array(_) => return Err(RpcError::Batch),
         _ => return Err(invalid("the message must be a JSON object")),
     };
+    if obj.contains_key("result") || obj.contains_key("error") {
+        return methods::validate_response(obj);
+    }
     for key in obj.keys() {
         if !matches!(key.as_str(), "jsonrpc" | "id" | "method" | "params") {
-            if matches!(key.as_str(), "result" | "error") {
-                return Err(invalid("responses to server requests are not accepted by this gateway"));
-            }
             return Err(invalid(&format!("unexpected member {key:?}")));
         }
     }
-    match obj.get("jsonrpc") {
-        Some(Value::String(v)) if v == "2.0" => {}
-        Some(_) => return Err(invalid("\"jsonrpc\" must be exactly \"2.0\"")),
-        None => return Err(invalid("missing \"jsonrpc\": \"2.0\"")),
-    }
+    check_jsonrpc(obj)?;
     let id = match obj.get("id") {
         None => None,
         Some(v) => Some(parse_id(v)?),
@@ -99,10 +85,14 @@ pub fn validate(value: &Value) -> Result<Message, RpcError> {
         Some(Value::Object(p)) => Some(p),
         Some(_) => return Err(RpcError::InvalidParams("\"params\" must be an object".into())),
     };
-    if let Some(meta) = params.and_then(|p| p.get("_meta")) {
-        check_meta(meta)?;
+    let mut protocol_version = match params.and_then(|p| p.get("_meta")) {
+        Some(meta) => check_meta(meta)?,
+        None => None,
+    };
+    let method = methods::parse(method, params)?;
+    if let Method::Initialize { protocol_version: proposed } = &method {
+        protocol_version.get_or_insert_with(|| proposed.clone());
     }
-    let method = mcp_method(method, params)?;
     let is_notification = method.name().starts_with("notifications/");
     if is_notification != id.is_none() {
         return Err(invalid(if is_notification {
@@ -111,7 +101,15 @@ pub fn validate(value: &Value) -> Result<Message, RpcError> {
             "a request must have an \"id\""
         }));
     }
-    Ok(Message { id, method })
+    Ok(Message { id, method, protocol_version })
+}
+
+fn check_jsonrpc(obj: &Map<String, Value>) -> Result<(), RpcError> {
+    match obj.get("jsonrpc") {
+        Some(Value::String(v)) if v == "2.0" => Ok(()),
+        Some(_) => Err(invalid("\"jsonrpc\" must be exactly \"2.0\"")),
+        None => Err(invalid("missing \"jsonrpc\": \"2.0\"")),
+    }
 }
 
 /// Reads a usable id out of any JSON value, for error replies to messages that failed
@@ -120,7 +118,7 @@ pub fn recover_id(value: &Value) -> Option<Id> {
     value.get("id").and_then(|v| parse_id(v).ok())
 }
 
-fn parse_id(v: &Value) -> Result<Id, RpcError> {
+pub(crate) fn parse_id(v: &Value) -> Result<Id, RpcError> {
     match v {
         Value::String(s) => Ok(Id::String(s.clone())),
         Value::Number(n) => n
@@ -132,86 +130,71 @@ fn parse_id(v: &Value) -> Result<Id, RpcError> {
     }
 }
 
-fn invalid(msg: &str) -> RpcError {
+pub(crate) fn invalid(msg: &str) -> RpcError {
     RpcError::InvalidRequest(msg.to_owned())
 }
 
-fn bad_params(msg: &str) -> RpcError {
+pub(crate) fn bad_params(msg: &str) -> RpcError {
     RpcError::InvalidParams(msg.to_owned())
 }
 
-fn mcp_method(method: &str, params: Option<&Map<String, Value>>) -> Result<Method, RpcError> {
-    Ok(match method {
-        "initialize" => {
-            let p = params.ok_or_else(|| bad_params("initialize needs params"))?;
-            require_str(p, "protocolVersion")?;
-            require_obj(p, "capabilities")?;
-            let info = require_obj(p, "clientInfo")?;
-            require_str(info, "name")?;
-            require_str(info, "version")?;
-            Method::Initialize
-        }
-        "notifications/initialized" => Method::Initialized,
-        "ping" => Method::Ping,
-        "tools/list" => {
-            if let Some(p) = params {
-                only_members(p, &["cursor", "_meta"])?;
-                if p.get("cursor").is_some_and(|c| !c.is_string()) {
-                    return Err(bad_params("\"cursor\" must be a string"));
-                }
-            }
-            Method::ToolsList
-        }
-        "tools/call" => {
-            let p = params.ok_or_else(|| bad_params("tools/call needs params"))?;
-            // Only name and arguments reach the tool and the plan hash; anything else would be
-            // an unhashed input, so it is refused.
-            only_members(p, &["name", "arguments", "_meta"])?;
-            let name = require_str(p, "name")?;
-            if name.is_empty() {
-                return Err(bad_params("\"name\" must not be empty"));
-            }
-            let arguments = match p.get("arguments") {
-                None => None,
-                Some(Value::Object(a)) => Some(a.clone()),
-                Some(_) => return Err(bad_params("\"arguments\" must be an object")),
-            };
-            Method::ToolsCall { name: name.to_owned(), arguments }
-        }
-        other => Method::Other(other.to_owned()),
-    })
-}
-
-/// `params._meta` is MCP's reserved metadata object; a `progressToken` in it is a string or an
-/// integer. The upstream parses it as such, so the gateway refuses any other form itself.
-fn check_meta(meta: &Value) -> Result<(), RpcError> {
+/// `params._meta` is MCP's reserved metadata object. The members the protocol defines must have
+/// the form the upstream will parse them as, or the gateway and the upstream could read one
+/// message differently; the protocol revision, when declared, must be one the gateway
+/// understands. Returns the declared revision.
+fn check_meta(meta: &Value) -> Result<Option<String>, RpcError> {
     let Value::Object(meta) = meta else { return Err(bad_params("\"_meta\" must be an object")) };
     match meta.get("progressToken") {
-        None | Some(Value::String(_)) => Ok(()),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(()),
-        Some(_) => Err(bad_params("\"_meta.progressToken\" must be a string or an integer")),
+        None | Some(Value::String(_)) => {}
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {}
+        Some(_) => return Err(bad_params("\"_meta.progressToken\" must be a string or an integer")),
+    }
+    for key in ["io.modelcontextprotocol/clientCapabilities", "io.modelcontextprotocol/clientInfo"] {
+        if meta.get(key).is_some_and(|v| !v.is_object()) {
+            return Err(RpcError::InvalidParams(format!("\"_meta.{key}\" must be an object")));
+        }
+    }
+    if meta.get("io.modelcontextprotocol/logLevel").is_some_and(|v| !v.is_string()) {
+        return Err(bad_params("\"_meta.io.modelcontextprotocol/logLevel\" must be a string"));
+    }
+    match meta.get(META_PROTOCOL_VERSION) {
+        None => Ok(None),
+        Some(Value::String(v)) => supported_version(v).map(|()| Some(v.clone())),
+        Some(_) => Err(RpcError::InvalidParams(format!("\"_meta.{META_PROTOCOL_VERSION}\" must be a string"))),
     }
 }
 
-fn only_members(p: &Map<String, Value>, allowed: &[&str]) -> Result<(), RpcError> {
+/// A protocol revision the gateway understands, or the refusal that names those it does.
+pub fn supported_version(version: &str) -> Result<(), RpcError> {
+    if SUPPORTED_VERSIONS.contains(&version) {
+        return Ok(());
+    }
+    Err(RpcError::InvalidParams(format!(
+        "protocol version {version:?} is not supported by this gateway; supported: {}",
+        SUPPORTED_VERSIONS.join(", ")
+    )))
+}
+
+pub(crate) fn only_members(p: &Map<String, Value>, allowed: &[&str]) -> Result<(), RpcError> {
     match p.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(RpcError::InvalidParams(format!("unexpected member {k:?} in params"))),
         None => Ok(()),
     }
 }
 
-fn require_str<'a>(p: &'a Map<String, Value>, key: &str) -> Result<&'a str, RpcError> {
+pub(crate) fn require_str<'a>(p: &'a Map<String, Value>, key: &str) -> Result<&'a str, RpcError> {
     p.get(key)
         .and_then(Value::as_str)
         .ok_or_else(|| RpcError::InvalidParams(format!("{key:?} must be a string")))
 }
 
-fn require_obj<'a>(p: &'a Map<String, Value>, key: &str) -> Result<&'a Map<String, Value>, RpcError> {
+pub(crate) fn require_obj<'a>(p: &'a Map<String, Value>, key: &str) -> Result<&'a Map<String, Value>, RpcError> {
     p.get(key)
         .and_then(Value::as_object)
         .ok_or_else(|| RpcError::InvalidParams(format!("{key:?} must be an object")))
 }
 
+mod methods;
 mod scan;
 pub use scan::scan_id;
 

@@ -22,6 +22,7 @@ pub mod listing;
 pub mod plan;
 pub mod ratelimit;
 pub mod record;
+pub mod relay;
 pub mod schema;
 pub mod session;
 pub mod ticket;

@@ -1,40 +1,117 @@
-//! tools/list trimming: a caller sees exactly the tools policy lets it call.
+//! List trimming: a caller sees exactly the tools, prompts and resources policy lets it use;
+//! and server requests in a response stream get sealed ids ([`crate::relay`]).
 //!
-//! The filter rewrites the upstream's answer to an allowed tools/list, keeping only the tools
-//! named in the decision's `visible_tools`. Answers come as one JSON body or as a Server-Sent
-//! Events stream that may arrive split anywhere across body chunks ([`SseTrimmer`]). Anything
-//! the trimmer cannot read is refused rather than passed on: an unfiltered tool list would
-//! show a caller tools it may not call.
+//! The filter rewrites the upstream's answer to an allowed tools/list (prompts/list,
+//! resources/list, resources/templates/list), keeping only the entries the decision's
+//! `visible_tools` (`visible_prompts`, `visible_resources`) allow. Answers come as one JSON
+//! body or as a Server-Sent Events stream that may arrive split anywhere across body chunks
+//! ([`SseTrimmer`]). Anything the trimmer cannot read is refused rather than passed on: an
+//! unfiltered list would show a caller what it may not use.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::authz::Decision;
 use crate::json::{parse_strict, Limits};
+use crate::relay::StreamSeal;
 
-/// The tool names a caller may see.
-pub type Visible = BTreeSet<String>;
+/// Which entries of which list a caller may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visible {
+    /// The member of `result` that holds the list, and the member of an entry that is matched.
+    list: &'static str,
+    field: &'static str,
+    rule: Rule,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rule {
+    /// Entries whose field is one of these names (`"*"` among them: all).
+    Names(BTreeSet<String>),
+    /// Entries whose field starts with one of these prefixes (`""` among them: all).
+    Prefixes(Vec<String>),
+}
+
+impl Visible {
+    /// The tool names a caller may see.
+    pub fn tools(names: impl IntoIterator<Item = String>) -> Self {
+        Self { list: "tools", field: "name", rule: Rule::Names(names.into_iter().collect()) }
+    }
+
+    /// What an allowed list request may show, from its decision; `None` for other methods. A
+    /// decision without the matching `visible_*` member shows nothing: fail closed.
+    pub fn for_method(method: &str, decision: &Decision) -> Option<Self> {
+        let names = |v: &Option<Vec<String>>| Rule::Names(v.iter().flatten().cloned().collect());
+        let prefixes = || Rule::Prefixes(decision.visible_resources.clone().unwrap_or_default());
+        let (list, field, rule) = match method {
+            "tools/list" => ("tools", "name", names(&decision.visible_tools)),
+            "prompts/list" => ("prompts", "name", names(&decision.visible_prompts)),
+            "resources/list" => ("resources", "uri", prefixes()),
+            "resources/templates/list" => ("resourceTemplates", "uriTemplate", prefixes()),
+            _ => return None,
+        };
+        Some(Self { list, field, rule })
+    }
+
+    fn keeps(&self, entry: &Value) -> bool {
+        let Some(value) = entry.get(self.field).and_then(Value::as_str) else { return false };
+        match &self.rule {
+            Rule::Names(names) => names.contains("*") || names.contains(value),
+            Rule::Prefixes(prefixes) => prefixes.iter().any(|p| value.starts_with(p.as_str())),
+        }
+    }
+}
+
+/// What is done to each message of an answer: its list trimmed, server requests sealed.
+#[derive(Clone, Default)]
+pub struct Rewrite {
+    pub visible: Option<Visible>,
+    pub seal: Option<StreamSeal>,
+}
+
+impl Rewrite {
+    pub fn trim(visible: Visible) -> Self {
+        Self { visible: Some(visible), seal: None }
+    }
+
+    /// Rewrites one message; true if it changed.
+    fn message(&self, message: &mut Value) -> Result<bool, TrimError> {
+        let trimmed = self.visible.as_ref().is_some_and(|v| trim_message(message, v));
+        let sealed = match &self.seal {
+            Some(seal) => seal.seal_message(message).map_err(|e| TrimError::NotJson(e.to_string()))?,
+            None => false,
+        };
+        Ok(trimmed || sealed)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrimError {
-    #[error("the upstream tools/list answer is not valid JSON: {0}")]
+    #[error("the upstream answer is not valid JSON: {0}")]
     NotJson(String),
-    #[error("the upstream tools/list answer is larger than {limit} bytes")]
+    #[error("the upstream answer is larger than {limit} bytes")]
     TooLarge { limit: usize },
 }
 
-/// Trims one JSON body (a JSON-RPC message, or an array of them). Returns `None` when the
-/// body holds no tool list, so it can be forwarded byte for byte.
-pub fn trim_json(body: &[u8], visible: &Visible, limits: Limits) -> Result<Option<Vec<u8>>, TrimError> {
+/// Rewrites one JSON body (a JSON-RPC message, or an array of them). Returns `None` when
+/// nothing in it changed, so it can be forwarded byte for byte.
+pub fn trim_json(body: &[u8], rewrite: &Rewrite, limits: Limits) -> Result<Option<Vec<u8>>, TrimError> {
     if body.len() > limits.max_body_bytes {
         return Err(TrimError::TooLarge { limit: limits.max_body_bytes });
     }
     // Strict: with duplicate keys, we could trim one `tools` and the client read the other.
     let mut value = parse_strict(body, limits).map_err(|e| TrimError::NotJson(e.to_string()))?;
     let changed = match &mut value {
-        // Every element is trimmed (no short-circuit), then: did any have a list?
-        Value::Array(items) => items.iter_mut().map(|item| trim_message(item, visible)).filter(|&had| had).count() > 0,
-        other => trim_message(other, visible),
+        // Every element is rewritten (no short-circuit), then: did any change?
+        Value::Array(items) => {
+            let mut changed = false;
+            for item in items.iter_mut() {
+                changed |= rewrite.message(item)?;
+            }
+            changed
+        }
+        other => rewrite.message(other)?,
     };
     if !changed {
         return Ok(None);
@@ -42,27 +119,26 @@ pub fn trim_json(body: &[u8], visible: &Visible, limits: Limits) -> Result<Optio
     serde_json::to_vec(&value).map(Some).map_err(|e| TrimError::NotJson(e.to_string()))
 }
 
-/// Drops every tool not in `visible` from a response's `result.tools`; true if it had a list.
+/// Drops every entry `visible` does not keep from a response's list; true if it had one.
 fn trim_message(message: &mut Value, visible: &Visible) -> bool {
-    let Some(tools) = message.get_mut("result").and_then(|r| r.get_mut("tools")).and_then(Value::as_array_mut) else {
+    let Some(entries) = message.get_mut("result").and_then(|r| r.get_mut(visible.list)).and_then(Value::as_array_mut) else {
         return false;
     };
-    tools.retain(|tool| tool.get("name").and_then(Value::as_str).is_some_and(|name| visible.contains(name)));
+    entries.retain(|entry| visible.keeps(entry));
     true
 }
 
 /// Trims a `text/event-stream` body chunk by chunk. Complete events are rewritten and
 /// released as soon as they are whole; a partial event waits for the next chunk.
-#[derive(Debug)]
 pub struct SseTrimmer {
-    visible: Visible,
+    rewrite: Rewrite,
     limits: Limits,
     pending: Vec<u8>,
 }
 
 impl SseTrimmer {
-    pub fn new(visible: Visible, limits: Limits) -> Self {
-        Self { visible, limits, pending: Vec::new() }
+    pub fn new(rewrite: Rewrite, limits: Limits) -> Self {
+        Self { rewrite, limits, pending: Vec::new() }
     }
 
     /// Takes the next chunk; returns the bytes to send on in its place.
@@ -100,7 +176,7 @@ impl SseTrimmer {
             // An empty event (e.g. the priming event before a resumable stream) is no message.
             return Ok(event.to_vec());
         }
-        let Some(trimmed) = trim_json(&joined, &self.visible, self.limits)? else {
+        let Some(trimmed) = trim_json(&joined, &self.rewrite, self.limits)? else {
             return Ok(event.to_vec());
         };
         let mut out = Vec::with_capacity(event.len());
@@ -180,8 +256,8 @@ fn split_lines(event: &[u8]) -> Vec<(&[u8], &[u8])> {
 mod tests {
     use super::*;
 
-    fn visible(names: &[&str]) -> Visible {
-        names.iter().map(|s| (*s).to_owned()).collect()
+    fn visible(names: &[&str]) -> Rewrite {
+        Rewrite::trim(Visible::tools(names.iter().map(|s| (*s).to_owned())))
     }
 
     const LIST: &str = r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"a"},{"name":"b"},{"name":"c"},{"nameless":true}]}}"#;

@@ -57,22 +57,8 @@ impl SessionSealer {
     }
 
     fn mac(&self, owner: &Owner, inner: &str) -> Result<Hmac<Sha256>, SessionError> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).map_err(|_| SessionError::BadUpstreamId)?;
-        // Every field length-prefixed, and the user's presence tagged: no two owners encode alike.
-        let mut field = |bytes: &[u8]| {
-            mac.update(&(bytes.len() as u64).to_be_bytes());
-            mac.update(bytes);
-        };
-        field(owner.workload.as_bytes());
-        match &owner.user {
-            Some((iss, sub)) => {
-                field(b"user");
-                field(iss.as_bytes());
-                field(sub.as_bytes());
-            }
-            None => field(b"no user"),
-        }
-        field(inner.as_bytes());
+        let mut mac = owner_mac(&self.key, owner).ok_or(SessionError::BadUpstreamId)?;
+        mac_field(&mut mac, inner.as_bytes());
         Ok(mac)
     }
 
@@ -105,6 +91,28 @@ impl SessionSealer {
         mac.verify_truncated_left(&tag).map_err(|_| SessionError::Unknown)?;
         Ok(inner)
     }
+}
+
+/// An HMAC-SHA256 under `key` that has taken in `owner`: every field length-prefixed and the
+/// user's presence tagged, so no two owners encode alike. Callers add what the owner is bound to.
+pub(crate) fn owner_mac(key: &[u8; 32], owner: &Owner) -> Option<Hmac<Sha256>> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
+    mac_field(&mut mac, owner.workload.as_bytes());
+    match &owner.user {
+        Some((iss, sub)) => {
+            mac_field(&mut mac, b"user");
+            mac_field(&mut mac, iss.as_bytes());
+            mac_field(&mut mac, sub.as_bytes());
+        }
+        None => mac_field(&mut mac, b"no user"),
+    }
+    Some(mac)
+}
+
+/// One length-prefixed field of a MAC's input.
+pub(crate) fn mac_field(mac: &mut Hmac<Sha256>, bytes: &[u8]) {
+    mac.update(&(bytes.len() as u64).to_be_bytes());
+    mac.update(bytes);
 }
 
 /// The form of an upstream session id the gateway seals: non-empty, bounded, visible ASCII.

@@ -74,6 +74,7 @@ fn decision_cache_reuses_only_time_independent_decisions() {
         user,
         user_error: user.is_none().then_some("no bearer token"),
         time: tuesday(hour),
+        mcp: Default::default(),
     };
 
     let first = a.decide(&input(&reader, "word_count", &text, None, 11)).unwrap();

@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))] // bounds via get()
 #![forbid(unsafe_code)]
 
+mod headers;
 mod listing;
 mod ratelimit;
 mod session;
@@ -22,6 +23,7 @@ use upstream_error::UpstreamError;
 
 use portcullis_core::error::{RejectKind, Rejection};
 use portcullis_core::gateway::{check_transport, reject_body_on, Gateway, RequestContext, Transport};
+use portcullis_core::listing::Rewrite;
 use portcullis_core::jsonrpc::Id;
 use portcullis_core::record::{DecisionRecord, Outcome};
 use portcullis_core::TICKET_HEADER;
@@ -144,6 +146,7 @@ impl RootContext for Root {
             request_id: None,
             settled: false,
             session: session::Session::default(),
+            mcp_headers: headers::Values::default(),
         }))
     }
 
@@ -173,6 +176,8 @@ struct Filter {
     settled: bool,
     /// The agent's session id and, once admitted, the caller it is bound to.
     session: session::Session,
+    /// The MCP headers that restate the body, checked against it by the decision.
+    mcp_headers: headers::Values,
 }
 
 impl Context for Filter {}
@@ -197,6 +202,7 @@ impl HttpContext for Filter {
             return self.reject(&not_configured());
         }
         self.http_method = header(":method");
+        self.mcp_headers = headers::Values::read();
         let content_type = header("content-type");
         let peer = peer_uri_san();
         let path = header(":path").unwrap_or_default();
@@ -319,7 +325,15 @@ impl Filter {
             return self.reject(&rejection);
         }
         let started = hostcalls::get_current_time().ok();
-        let ctx = RequestContext { peer_uri_san: peer.as_deref(), now_unix: now_unix(), entropy: entropy(), authorization: self.authorization.as_deref(), session_id: self.session.outer.as_deref() };
+        let mcp_headers = self.mcp_headers.view();
+        let ctx = RequestContext {
+            peer_uri_san: peer.as_deref(),
+            now_unix: now_unix(),
+            entropy: entropy(),
+            authorization: self.authorization.as_deref(),
+            session_id: self.session.outer.as_deref(),
+            headers: mcp_headers,
+        };
         let (hits, misses) = gateway.decision_cache_counts();
         let decided = gateway.decide_recorded(body, ctx);
         if let (Some(id), Some(start), Ok(end)) = (self.metrics.decision_us, started, hostcalls::get_current_time()) {
@@ -335,9 +349,13 @@ impl Filter {
         }
         match decided.verdict {
             Ok(allowed) => {
-                if allowed.method == "tools/list" {
-                    self.listing = Listing::for_tools_list(allowed.decision.visible_tools.clone(), allowed.id.clone());
+                if let Some(replacement) = &allowed.body {
+                    if let Err(action) = self.replace_request_body(body.len(), replacement) {
+                        return action;
+                    }
                 }
+                let seal = gateway.stream_seal(&allowed.forward.owner, allowed.forward.session.as_deref(), now_unix());
+                self.listing = Listing::for_answer(Rewrite { visible: allowed.visible.clone(), seal }, allowed.id.clone());
                 if let Some(ticket) = &allowed.ticket {
                     if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, TICKET_HEADER, Some(ticket)) {
                         log::error!("portcullis: cannot set ticket header: {status:?}");

@@ -1,11 +1,12 @@
-//! tools/list trimming glue: rewrites the upstream's answer to an allowed tools/list so the
-//! caller sees exactly the tools the decision made visible. JSON answers are buffered whole;
-//! event streams are rewritten chunk by chunk. The trimming itself is in core.
+//! Answer rewriting glue: the upstream's answer to an allowed list method is trimmed so the
+//! caller sees exactly what the decision made visible, and server requests in an event stream
+//! get sealed ids. JSON answers are buffered whole; event streams are rewritten chunk by
+//! chunk. The rewriting itself is in core.
 
 use portcullis_core::error::{RejectKind, Rejection, INTERNAL_ERROR};
 use portcullis_core::json::Limits;
 use portcullis_core::jsonrpc::Id;
-use portcullis_core::listing::{trim_json, SseTrimmer, TrimError, Visible};
+use portcullis_core::listing::{trim_json, Rewrite, SseTrimmer, TrimError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
@@ -13,11 +14,11 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 const LIMITS: Limits = Limits { max_body_bytes: 4 * 1024 * 1024, max_depth: 64 };
 
 pub enum Listing {
-    /// Not an allowed tools/list: responses pass untouched.
+    /// Nothing to rewrite: responses pass untouched.
     Off,
-    /// Allowed tools/list; the response headers have not arrived yet.
-    Expecting { visible: Visible, id: Option<Id> },
-    Json { visible: Visible, id: Option<Id> },
+    /// An allowed request whose answer is rewritten; the response headers have not arrived yet.
+    Expecting { rewrite: Rewrite, id: Option<Id> },
+    Json { rewrite: Rewrite, id: Option<Id> },
     Sse { trimmer: SseTrimmer, id: Option<Id> },
     /// Refused at header time: the first body chunk becomes this error, the rest is dropped.
     Replacing(Vec<u8>),
@@ -26,29 +27,38 @@ pub enum Listing {
 }
 
 impl Listing {
-    pub fn for_tools_list(visible: Option<Vec<String>>, id: Option<Id>) -> Self {
-        // A decision without `visible_tools` shows nothing: fail closed.
-        Listing::Expecting { visible: visible.unwrap_or_default().into_iter().collect(), id }
+    /// The answer to an allowed request: trimmed when `rewrite` has a visible set, its server
+    /// requests sealed when it has a seal.
+    pub fn for_answer(rewrite: Rewrite, id: Option<Id>) -> Self {
+        if rewrite.visible.is_none() && rewrite.seal.is_none() {
+            return Listing::Off;
+        }
+        Listing::Expecting { rewrite, id }
     }
 
-    /// Response headers: pick the mode from the content type. The body will change size.
+    /// Response headers: pick the mode from the content type. A list answer must be trimmed,
+    /// so one that cannot be is replaced; otherwise only event streams (which may carry server
+    /// requests) are rewritten.
     pub fn on_headers(&mut self) {
-        let Listing::Expecting { visible, id } = std::mem::replace(self, Listing::Off) else { return };
-        if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None) {
-            log::warn!("portcullis: cannot drop content-length of a tools/list answer: {status:?}");
-        }
+        let Listing::Expecting { rewrite, id } = std::mem::replace(self, Listing::Off) else { return };
         let media = hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
             .ok()
             .flatten()
             .and_then(|c| c.split(';').next().map(|m| m.trim().to_ascii_lowercase()));
+        let trims = rewrite.visible.is_some();
         *self = match media.as_deref() {
-            Some("application/json") => Listing::Json { visible, id },
-            Some("text/event-stream") => Listing::Sse { trimmer: SseTrimmer::new(visible, LIMITS), id },
-            other => {
-                log::warn!("portcullis: tools/list answer of type {other:?} cannot be trimmed; replacing it");
+            Some("text/event-stream") => Listing::Sse { trimmer: SseTrimmer::new(rewrite, LIMITS), id },
+            Some("application/json") if trims => Listing::Json { rewrite, id },
+            other if trims => {
+                log::warn!("portcullis: list answer of type {other:?} cannot be trimmed; replacing it");
                 Listing::Replacing(error_body(&id, "it has an unknown content type"))
             }
+            _ => return,
         };
+        // The body will change size.
+        if let Err(status) = hostcalls::set_map_value(MapType::HttpResponseHeaders, "content-length", None) {
+            log::warn!("portcullis: cannot drop content-length of a rewritten answer: {status:?}");
+        }
     }
 
     pub fn on_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -63,9 +73,9 @@ impl Listing {
                 set_body(body_size, b"");
                 Action::Continue
             }
-            Listing::Json { visible, .. } => {
+            Listing::Json { rewrite, .. } => {
                 if body_size > LIMITS.max_body_bytes || end_of_stream {
-                    let result = read_body(body_size).and_then(|body| trim_json(&body, visible, LIMITS));
+                    let result = read_body(body_size).and_then(|body| trim_json(&body, rewrite, LIMITS));
                     match result {
                         Ok(Some(trimmed)) => set_body(body_size, &trimmed),
                         Ok(None) => {}
@@ -98,7 +108,7 @@ impl Listing {
             Listing::Json { id, .. } | Listing::Sse { id, .. } | Listing::Expecting { id, .. } => id,
             Listing::Off | Listing::Replacing(_) | Listing::Refused => None,
         };
-        log::warn!("portcullis: refusing a tools/list answer: {e}");
+        log::warn!("portcullis: refusing an answer it cannot rewrite: {e}");
         let body = error_body(&id, &e.to_string());
         if sse {
             let mut event = b"event: message\ndata: ".to_vec();
@@ -113,7 +123,7 @@ impl Listing {
 }
 
 fn error_body(id: &Option<Id>, why: &str) -> Vec<u8> {
-    let message = format!("the tools/list answer could not be filtered by the gateway: {why}");
+    let message = format!("the answer could not be filtered by the gateway: {why}");
     Rejection::new(RejectKind::Internal, 502, INTERNAL_ERROR, message, id.clone()).body()
 }
 
@@ -128,7 +138,7 @@ fn read_body(size: usize) -> Result<Vec<u8>, TrimError> {
 /// the caller: the stream is reset instead.
 fn set_body(size: usize, bytes: &[u8]) {
     if let Err(status) = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, bytes) {
-        log::error!("portcullis: cannot rewrite a tools/list answer ({status:?}); resetting the stream");
+        log::error!("portcullis: cannot rewrite an answer ({status:?}); resetting the stream");
         if let Err(status) = hostcalls::reset_http_response() {
             log::error!("portcullis: cannot reset the stream either: {status:?}");
         }

@@ -3,11 +3,13 @@
 
 use portcullis_core::caller::CALLER_HEADER;
 use portcullis_core::error::Rejection;
-use portcullis_core::gateway::{Forward, Gateway, RequestContext};
+use portcullis_core::gateway::{Forward, Gateway, McpHeaders, RequestContext};
+use portcullis_core::listing::Rewrite;
 use portcullis_core::session::{Owner, SESSION_HEADER};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
+use crate::listing::Listing;
 use crate::{entropy, header, now_unix, Filter};
 
 /// Per request: the session id the agent sent, and (once admitted) who is calling.
@@ -37,10 +39,14 @@ impl Filter {
             entropy: entropy(),
             authorization: self.authorization.as_deref(),
             session_id: self.session.outer.as_deref(),
+            headers: McpHeaders::default(),
         };
         match gateway.admit_without_body(http_method, ctx) {
             Ok(forward) => {
                 let user = forward.owner.user.as_ref().map(|(_, sub)| sub.clone());
+                // The server's stream may carry requests to the client: their ids get sealed.
+                let seal = gateway.stream_seal(&forward.owner, forward.session.as_deref(), now_unix());
+                self.listing = Listing::for_answer(Rewrite { visible: None, seal }, None);
                 self.forward_session(forward)?;
                 Ok(user)
             }
@@ -59,6 +65,17 @@ impl Filter {
         }
         self.session.owner = Some(forward.owner);
         Ok(())
+    }
+
+    /// A client response goes upstream with the server request's own id: the body is replaced,
+    /// and its length with it.
+    pub(crate) fn replace_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), Action> {
+        let replaced = hostcalls::set_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, size, body)
+            .and_then(|()| hostcalls::set_map_value(MapType::HttpRequestHeaders, "content-length", None));
+        replaced.map_err(|status| {
+            log::error!("portcullis: cannot restate the request body: {status:?}");
+            self.reject(&Rejection::internal("cannot restate the request body"))
+        })
     }
 
     /// Response headers: a session id the upstream issues reaches the agent sealed to it.
