@@ -138,9 +138,12 @@ test_protocol_methods_need_a_role if {
 }
 
 test_unknown_methods_denied if {
-	d := authz.decision with input as rpc(operator, null, "resources/list", monday_10)
-	not d.allow
-	d.rule_ids == ["method.unknown"]
+	# A method the server sends (sampling/createMessage) is not one a client may send.
+	every m in ["sampling/createMessage", "tasks/list", "resources/delete"] {
+		d := authz.decision with input as rpc(operator, alice, m, monday_10) with data.portcullis.roles as granted_roles
+		not d.allow
+		d.rule_ids == ["method.unknown"]
+	}
 }
 
 test_decision_always_defined if {
@@ -362,4 +365,273 @@ test_plan_rules_owner_and_age if {
 	none := authz.plan_decision with input as apply
 	not none.allow
 	none.rule_ids == ["plan.missing"]
+}
+
+# --- other MCP methods -----------------------------------------------------------------------
+
+# mcp(who, user, method, members): an input for a method other than tools/call, with the
+# members the gateway adds for it (resource, prompt, completion, log_level, response).
+mcp(who, user, method, members) := object.union(rpc(who, user, method, monday_10), members)
+
+read(who, user, uri) := mcp(who, user, "resources/read", {"resource": {"uri": uri}})
+
+answer(who, to, error) := mcp(who, null, "response", {"response": {"to": to, "error": error}})
+
+complete_prompt(who, user, name) := mcp(who, user, "completion/complete", {"completion": {"ref": {"type": "ref/prompt", "name": name}, "argument": {"name": "a", "value": "b"}}})
+
+# The shipped roles plus grants for the other methods: the reader some, the operator all.
+granted_roles := object.union(data.portcullis.roles, {
+	"reader": object.union(data.portcullis.roles.reader, {"grants": [
+		{"kinds": ["query"], "max_risk": "low"},
+		{"resources": ["file:///docs/", "db://reports/"]},
+		{"resources": ["file:///docs/live/"], "subscribe": true},
+		{"prompts": ["summarize"]},
+		{"completion": true},
+		{"log_levels": ["warning", "error"]},
+		{"responses": ["roots/list"]},
+	]}),
+	"operator": object.union(data.portcullis.roles.operator, {"grants": [
+		{"kinds": ["query", "plan", "apply"], "max_risk": "irreversible"},
+		{"resources": [""], "subscribe": true},
+		{"prompts": ["*"]},
+		{"completion": true},
+		{"log_levels": ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]},
+		{"responses": ["roots/list", "sampling/createMessage", "elicitation/create"]},
+		{"listen": true},
+	]}),
+})
+
+granted(i) := d if {
+	d := authz.decision with input as i with data.portcullis.roles as granted_roles
+}
+
+test_session_methods_need_only_a_role if {
+	every m in ["server/discover", "notifications/cancelled", "notifications/progress", "notifications/roots/list_changed"] {
+		r := authz.decision with input as rpc(reader, null, m, monday_10)
+		r.allow
+		r.rule_ids == ["protocol.member"]
+		i := authz.decision with input as rpc(intruder, null, m, monday_10)
+		not i.allow
+		i.rule_ids == ["identity.no_role"]
+	}
+}
+
+test_shipped_roles_grant_none_of_the_other_methods if {
+	every c in [
+		[read(operator, alice, "file:///etc/hosts"), "resources.not_granted"],
+		[mcp(operator, alice, "resources/subscribe", {"resource": {"uri": "file:///a"}}), "resources.not_granted"],
+		[mcp(operator, alice, "prompts/get", {"prompt": {"name": "p", "arguments": null}}), "prompts.not_granted"],
+		[complete_prompt(operator, alice, "p"), "completion.not_granted"],
+		[mcp(operator, alice, "logging/setLevel", {"log_level": "debug"}), "logging.not_granted"],
+		[mcp(operator, alice, "subscriptions/listen", {}), "subscriptions.not_granted"],
+		[answer(operator, "sampling/createMessage", false), "responses.not_granted"],
+	] {
+		d := authz.decision with input as c[0]
+		not d.allow
+		d.rule_ids == [c[1]]
+		d.cacheable
+	}
+}
+
+test_resources_by_uri_prefix if {
+	ok := granted(read(reader, null, "file:///docs/guide.md"))
+	ok.allow
+	ok.rule_ids == ["resources.role.reader"]
+	ok.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/reader may read resource file:///docs/guide.md as reader"]
+	ok.cacheable
+	no := granted(read(reader, null, "file:///etc/shadow"))
+	not no.allow
+	no.rule_ids == ["resources.not_granted"]
+	no.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/reader (roles: reader) may not read resource file:///etc/shadow"]
+}
+
+test_subscribe_needs_a_subscribe_grant if {
+	every m in ["resources/subscribe", "resources/unsubscribe"] {
+		live := granted(mcp(reader, null, m, {"resource": {"uri": "file:///docs/live/status"}}))
+		live.allow
+		# Readable is not enough.
+		docs := granted(mcp(reader, null, m, {"resource": {"uri": "file:///docs/guide.md"}}))
+		not docs.allow
+		docs.rule_ids == ["resources.not_granted"]
+	}
+}
+
+test_a_user_narrows_resources if {
+	# bob (group dev) holds reader: the operator workload acting for him reads what both may.
+	ok := granted(read(operator, bob, "file:///docs/guide.md"))
+	ok.allow
+	ok.rule_ids == ["resources.role.operator", "user.role.reader"]
+	no := granted(read(operator, bob, "file:///etc/hosts"))
+	not no.allow
+	no.rule_ids == ["user.not_permitted"]
+	no.reasons == ["user bob (roles: reader) may not read resource file:///etc/hosts"]
+	# The workload is checked first: a user cannot widen what it may read.
+	w := granted(read(reader, alice, "file:///etc/hosts"))
+	w.rule_ids == ["resources.not_granted"]
+}
+
+test_missing_or_malformed_members_are_denied_with_a_reason if {
+	d := granted(mcp(operator, null, "resources/read", {}))
+	not d.allow
+	d.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/operator (roles: operator) may not read resource (no uri)"]
+	n := granted(mcp(operator, null, "resources/read", {"resource": {"uri": 7}}))
+	not n.allow
+	p := granted(mcp(operator, null, "prompts/get", {"prompt": null}))
+	p.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/operator (roles: operator) may not get prompt (no name)"]
+	r := granted(mcp(operator, null, "response", {}))
+	r.rule_ids == ["responses.not_granted"]
+	r.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/operator (roles: operator) may not answer the server's (unknown) request"]
+}
+
+test_a_malformed_grant_grants_nothing if {
+	roles := object.union(data.portcullis.roles, {"reader": object.union(data.portcullis.roles.reader, {"grants": [{"resources": "file:///"}, {"prompts": "summarize"}, "everything"]})})
+	d := authz.decision with input as read(reader, null, "file:///a") with data.portcullis.roles as roles
+	not d.allow
+	p := authz.decision with input as mcp(reader, null, "prompts/get", {"prompt": {"name": "summarize"}}) with data.portcullis.roles as roles
+	not p.allow
+	l := authz.decision with input as rpc(reader, null, "resources/list", monday_10) with data.portcullis.roles as roles
+	l.visible_resources == []
+}
+
+test_prompts_by_name_or_all if {
+	ok := granted(mcp(reader, null, "prompts/get", {"prompt": {"name": "summarize", "arguments": {"text": "x"}}}))
+	ok.allow
+	ok.rule_ids == ["prompts.role.reader"]
+	no := granted(mcp(reader, null, "prompts/get", {"prompt": {"name": "triage", "arguments": null}}))
+	no.rule_ids == ["prompts.not_granted"]
+	no.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/reader (roles: reader) may not get prompt triage"]
+	any := granted(mcp(operator, null, "prompts/get", {"prompt": {"name": "triage", "arguments": null}}))
+	any.allow
+	narrowed := granted(mcp(operator, bob, "prompts/get", {"prompt": {"name": "triage", "arguments": null}}))
+	narrowed.rule_ids == ["user.not_permitted"]
+}
+
+test_completion_needs_its_grant_and_the_ref if {
+	ok := granted(complete_prompt(reader, null, "summarize"))
+	ok.allow
+	ok.rule_ids == ["completion.role.reader"]
+	other := granted(complete_prompt(reader, null, "triage"))
+	other.rule_ids == ["completion.not_granted"]
+	other.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/reader (roles: reader) may not complete arguments of prompt triage (the prompt or resource is not granted)"]
+	res := granted(mcp(reader, null, "completion/complete", {"completion": {"ref": {"type": "ref/resource", "uri": "db://reports/{quarter}"}, "argument": {"name": "quarter", "value": "q"}}}))
+	res.allow
+	tmpl := granted(mcp(reader, null, "completion/complete", {"completion": {"ref": {"type": "ref/resource", "uri": "file:///{path}"}, "argument": {"name": "path", "value": "e"}}}))
+	not tmpl.allow
+	# A prompt grant alone does not let a role complete.
+	roles := object.union(granted_roles, {"reader": object.union(data.portcullis.roles.reader, {"grants": [{"prompts": ["summarize"]}]})})
+	bare := authz.decision with input as complete_prompt(reader, null, "summarize") with data.portcullis.roles as roles
+	bare.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/reader (roles: reader) may not complete arguments of prompt summarize (no completion grant)"]
+}
+
+test_completion_from_two_roles if {
+	# One role holds the completion grant, another the prompt: both are named as why.
+	roles := object.union(granted_roles, {
+		"reader": object.union(data.portcullis.roles.reader, {"grants": [{"prompts": ["summarize"]}]}),
+		"helper": {"workloads": ["spiffe://portcullis.local/ns/agents/sa/reader"], "groups": [], "operator": false, "grants": [{"completion": true}]},
+	})
+	d := authz.decision with input as complete_prompt(reader, null, "summarize") with data.portcullis.roles as roles
+	d.allow
+	d.rule_ids == ["completion.role.helper", "completion.role.reader"]
+}
+
+test_log_levels_are_granted_one_by_one if {
+	ok := granted(mcp(reader, null, "logging/setLevel", {"log_level": "error"}))
+	ok.allow
+	ok.rule_ids == ["logging.role.reader"]
+	no := granted(mcp(reader, null, "logging/setLevel", {"log_level": "debug"}))
+	no.rule_ids == ["logging.not_granted"]
+	no.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/reader (roles: reader) may not set the server's log level to debug"]
+}
+
+test_answers_by_the_method_answered if {
+	ok := granted(answer(reader, "roots/list", false))
+	ok.allow
+	ok.rule_ids == ["responses.role.reader"]
+	no := granted(answer(reader, "sampling/createMessage", false))
+	no.rule_ids == ["responses.not_granted"]
+	no.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/reader (roles: reader) may not answer the server's sampling/createMessage request"]
+	op := granted(answer(operator, "elicitation/create", false))
+	op.allow
+}
+
+test_any_role_holder_may_decline_a_server_request if {
+	d := authz.decision with input as answer(reader, "sampling/createMessage", true)
+	d.allow
+	d.rule_ids == ["responses.error"]
+	d.reasons == ["workload spiffe://portcullis.local/ns/agents/sa/reader declines or fails the server's sampling/createMessage request"]
+	i := authz.decision with input as answer(intruder, "sampling/createMessage", true)
+	i.rule_ids == ["identity.no_role"]
+}
+
+test_listening_is_granted if {
+	ok := granted(mcp(operator, null, "subscriptions/listen", {}))
+	ok.allow
+	ok.rule_ids == ["subscriptions.role.operator"]
+	no := granted(mcp(reader, null, "subscriptions/listen", {}))
+	no.rule_ids == ["subscriptions.not_granted"]
+}
+
+test_lists_are_trimmed_to_grants if {
+	every m in ["resources/list", "resources/templates/list"] {
+		r := granted(rpc(reader, null, m, monday_10))
+		r.allow
+		r.rule_ids == ["protocol.member"]
+		r.visible_resources == ["db://reports/", "file:///docs/", "file:///docs/live/"]
+		r.cacheable
+		not r.visible_tools
+		o := granted(rpc(operator, null, m, monday_10))
+		o.visible_resources == [""]
+		ob := granted(rpc(operator, bob, m, monday_10))
+		ob.visible_resources == ["db://reports/", "file:///docs/", "file:///docs/live/"]
+		i := granted(rpc(intruder, null, m, monday_10))
+		not i.allow
+		i.visible_resources == []
+	}
+	p := granted(rpc(reader, null, "prompts/list", monday_10))
+	p.allow
+	p.visible_prompts == ["summarize"]
+	not p.visible_resources
+	o := granted(rpc(operator, null, "prompts/list", monday_10))
+	o.visible_prompts == ["*"]
+	ob := granted(rpc(operator, bob, "prompts/list", monday_10))
+	ob.visible_prompts == ["summarize"]
+	ra := granted(rpc(reader, alice, "prompts/list", monday_10))
+	ra.visible_prompts == ["summarize"]
+	i := granted(rpc(intruder, null, "prompts/list", monday_10))
+	i.visible_prompts == []
+	shipped := authz.decision with input as rpc(operator, alice, "prompts/list", monday_10)
+	shipped.allow
+	shipped.visible_prompts == []
+}
+
+test_prefix_meet_keeps_the_longer_of_each_overlap if {
+	authz.meet_prefixes({"file:///", "db://"}, {"file:///docs/", "s3://"}) == {"file:///docs/"}
+	authz.meet_prefixes({""}, {"a/", "b/"}) == {"a/", "b/"}
+	authz.meet_prefixes({"a/"}, {"b/"}) == set()
+}
+
+uris := ["file:///docs/guide.md", "file:///docs/live/status", "db://reports/q1", "file:///etc/hosts", "", "s3://bucket/key"]
+
+prompt_names := ["summarize", "triage"]
+
+# true or false, never undefined, so that it can be compared with a decision's allow.
+visible_to(prefixes, uri) := count([p | some p in prefixes; startswith(uri, p)]) > 0
+
+shown_prompt(visible, name) := count([n | some n in visible; n in {"*", name}]) > 0
+
+# For every caller: a resource is listed exactly when reading it is allowed, and a prompt
+# exactly when getting it is.
+test_visible_resources_and_prompts_match_decisions if {
+	every c in callers {
+		rl := granted(rpc(c[0], c[1], "resources/list", c[2]))
+		every uri in uris {
+			d := granted(read(c[0], c[1], uri))
+			d.allow == visible_to(rl.visible_resources, uri)
+		}
+		pl := granted(rpc(c[0], c[1], "prompts/list", c[2]))
+		every name in prompt_names {
+			d := granted(mcp(c[0], c[1], "prompts/get", {"prompt": {"name": name, "arguments": null}}))
+			d.allow == shown_prompt(pl.visible_prompts, name)
+		}
+	}
 }
