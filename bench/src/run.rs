@@ -295,7 +295,7 @@ fn call_for(kind: Upstream, path: Path, variant: Variant) -> Result<(Call, Strin
     };
     let mut mint_tickets = false;
     let (status, body, what) = match (kind, path, variant) {
-        (_, Path::Deny, Variant::Filter) => (403, "-32001", "filter denies (403), upstream never hit".to_owned()),
+        (_, Path::Deny, Variant::Filter) => (200, "-32001", "filter denies (JSON-RPC error, HTTP 200), upstream never hit".to_owned()),
         (Upstream::Static, Path::Allow, Variant::Filter) => (200, "\"result\"", "filter allows (cached decision) + signs ticket → static".into()),
         (Upstream::Static, Path::Fresh, Variant::Filter) => (200, "\"result\"", "filter evaluates policy + signs ticket → static".into()),
         (Upstream::Runner, Path::Fresh, _) => bail!("the runner phase has no allow-new-args path"),

@@ -73,6 +73,14 @@ enum Command {
         /// runner's, and Envoy's spans (service portcullis-gateway). Default: none.
         #[arg(long, value_name = "HOST:PORT")]
         otlp_endpoint: Option<String>,
+        /// Put the gateway in front of this MCP server instead of the runner
+        /// (`http://HOST:PORT/PATH` or `https://...`; agents still use /mcp). The filter
+        /// enforces identity, validation and policy as before; the server may ignore the ticket.
+        #[arg(long, value_name = "URL")]
+        upstream: Option<portcullis_runner::devstack::envoy_config::Upstream>,
+        /// PEM CA bundle for an https `--upstream`.
+        #[arg(long, requires = "upstream")]
+        upstream_ca: Option<PathBuf>,
         /// Where the signed audit checkpoints go (default <state-dir>/audit/checkpoints.jsonl);
         /// keep them where whoever can rewrite the audit log cannot.
         #[arg(long)]
@@ -245,9 +253,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints } => {
+        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints, upstream, upstream_ca } => {
             let otlp = otlp_endpoint.clone();
-            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints };
+            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints, upstream, upstream_ca };
             runtime()?.block_on(with_telemetry(otlp.as_deref(), up::up(opts)))?;
         }
         Command::Serve { listen, catalog, policies, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, audit_checkpoints, gateway_access_log, control, otlp_endpoint } => {

@@ -182,6 +182,7 @@ fn policy_input<'a>(k: &'a Case, reader: &'a Workload) -> PolicyInput<'a> {
         user: None,
         user_error: Some("no bearer token"),
         time: portcullis_core::authz::PolicyTime::from_unix(1_790_000_000),
+        mcp: Default::default(),
     }
 }
 
@@ -245,7 +246,7 @@ fn bench_all(c: &mut Criterion) {
 
     let mut g = c.benchmark_group(micro::GATEWAY_DECIDE);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    let ctx = RequestContext { peer_uri_san: Some(READER), now_unix: now, entropy: [7; 16], authorization: None, session_id: None };
+    let ctx = RequestContext { peer_uri_san: Some(READER), now_unix: now, entropy: [7; 16], authorization: None, session_id: None, headers: Default::default() };
     // Every iteration decides a call it has not seen (its arguments differ), so the decision
     // cache never answers: the whole cost of a new call.
     for k in &allow {

@@ -34,6 +34,9 @@ const STRING_VALUE_TYPE: &str = "type.googleapis.com/google.protobuf.StringValue
 /// Environment variable naming the Envoy binary to use, overriding every other place.
 pub const ENVOY_ENV: &str = "PORTCULLIS_ENVOY";
 
+mod upstream;
+pub use upstream::{with_upstream, Upstream};
+
 /// What a rendered config needs to know about this machine.
 #[derive(Debug, Clone)]
 pub struct EnvoyParams {
@@ -443,17 +446,7 @@ fn render_cluster(
         .at("static_resources")?
         .at("clusters")?
         .named(RUNNER_CLUSTER_NAME)?;
-    let endpoint = cluster
-        .reborrow()
-        .at("load_assignment")?
-        .at("endpoints")?
-        .only()?
-        .at("lb_endpoints")?
-        .only()?
-        .at("endpoint")?
-        .at("address")?
-        .at("socket_address")?;
-    set_socket_address(endpoint, p.runner_addr)?;
+    set_socket_address(endpoint_address(cluster.reborrow())?, p.runner_addr)?;
 
     let mut tls = cluster
         .at("transport_socket")?
@@ -475,6 +468,11 @@ fn render_cluster(
     validation
         .at("match_typed_subject_alt_names")?
         .set(Value::Sequence(vec![Value::Mapping(san)]))
+}
+
+/// The socket address of a cluster's one endpoint.
+fn endpoint_address(cluster: Node<'_>) -> Result<Node<'_>, EnvoyConfigError> {
+    cluster.at("load_assignment")?.at("endpoints")?.only()?.at("lb_endpoints")?.only()?.at("endpoint")?.at("address")?.at("socket_address")
 }
 
 fn set_socket_address(mut node: Node<'_>, addr: SocketAddr) -> Result<(), EnvoyConfigError> {

@@ -53,6 +53,10 @@ pub struct UpOptions {
     pub otlp_endpoint: Option<String>,
     /// Where the signed audit checkpoints go; `None`: `<state-dir>/audit/checkpoints.jsonl`.
     pub audit_checkpoints: Option<PathBuf>,
+    /// Front this MCP server instead of the runner (the runner still starts, unreached).
+    pub upstream: Option<crate::devstack::envoy_config::Upstream>,
+    /// CA bundle that an https upstream's certificate must chain to.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// Everything `up` writes goes under `opts.state_dir`, which it creates (or tightens) to 0700;
@@ -98,6 +102,10 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     // config) before Envoy starts; later configs are moved onto it (crate::devstack::reload).
     let ecds_path = std::path::absolute(opts.state_dir.join(ECDS_FILE))?;
     let mut rendered = render(&template, &params)?;
+    if let Some(upstream) = &opts.upstream {
+        let ca = opts.upstream_ca.as_deref().map(std::path::absolute).transpose()?;
+        rendered = crate::devstack::envoy_config::with_upstream(&rendered, upstream, ca.as_deref())?;
+    }
     if let Some(endpoint) = &opts.otlp_endpoint {
         rendered = with_otlp_tracing(&rendered, &crate::telemetry::endpoint_authority(endpoint)?)?;
     }

@@ -249,6 +249,7 @@ fn plan_policy(rules: &PlanRules, plan: &PlanRecord, arguments: Option<&Map<Stri
         user: user.as_ref(),
         user_error: if user.is_some() { None } else { Some("no verified user") },
         time: PolicyTime::from_unix(unix_now()),
+        mcp: Default::default(),
     };
     let Ok(Value::Object(mut input)) = serde_json::to_value(&call) else {
         return Err(PlanRefusal::Policy("plan rules input is not an object".into()));
