@@ -3,7 +3,8 @@
 Connects over Streamable HTTP through Envoy with an httpx2 client that presents an agent's
 client certificate (mTLS, trusting only the stack's CA) and an `Authorization: Bearer` user
 token, then: initialize, tools/list, one allowed tools/call (its text result is checked) and
-one denied tools/call (the SDK must raise MCPError with the gateway's -32001 and reason).
+one denied tools/call (the SDK must raise MCPError with the gateway's -32001, its reason, and
+data with the policy's reasons and rule ids; the summary says which HTTP status carried it).
 
 Prints one JSON summary on stdout. Exit status:
   0  every check passed
@@ -61,12 +62,13 @@ def ssl_context(args: argparse.Namespace) -> ssl.SSLContext:
 
 class Wire:
     """What went over HTTP, seen through httpx2 event hooks: which requests carried the
-    bearer token, and the raw body of every error reply with the JSON-RPC id it carried."""
+    bearer token, and for every answer to a POST the JSON-RPC id it answered, its status and
+    (when it is plain JSON, never an event stream that may not end) its body."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.statuses: list[int] = []
-        self.error_replies: list[dict[str, Any]] = []
+        self.replies: list[dict[str, Any]] = []
 
     async def on_request(self, request: httpx2.Request) -> None:
         rpc = _json(request.content) if request.method == "POST" else None
@@ -79,9 +81,18 @@ class Wire:
 
     async def on_response(self, response: httpx2.Response) -> None:
         self.statuses.append(response.status_code)
-        if response.status_code >= 400:
-            body = await response.aread()
-            self.error_replies.append({"status": response.status_code, "body": _json(body)})
+        if response.request.method != "POST":
+            return
+        rpc = _json(response.request.content)
+        body = None
+        if response.headers.get("content-type", "").lower().startswith("application/json"):
+            # Read here, the SDK reads it again from httpx2's cache.
+            body = _json(await response.aread())
+        self.replies.append({
+            "status": response.status_code,
+            "rpc_id": rpc.get("id") if isinstance(rpc, dict) else None,
+            "body": body,
+        })
 
 
 def _json(raw: bytes) -> Any:
@@ -120,14 +131,16 @@ async def session_run(args: argparse.Namespace, wire: Wire, summary: dict[str, A
                 summary["denied"] = {"tool": args.denied_tool, "raised": False, "result": denied.model_dump(mode="json")}
             except MCPError as e:
                 calls = [r for r in wire.requests[sent_before:] if r["rpc_method"] == "tools/call"]
-                reply = wire.error_replies[-1] if wire.error_replies else {}
+                request_id = calls[-1]["rpc_id"] if calls else None
+                answers = [r for r in wire.replies if request_id is not None and r["rpc_id"] == request_id]
+                reply = answers[-1] if answers else {}
                 summary["denied"] = {
                     "tool": args.denied_tool,
                     "raised": True,
                     "code": e.code,
                     "message": e.message,
                     "data": e.data,
-                    "request_id": calls[-1]["rpc_id"] if calls else None,
+                    "request_id": request_id,
                     "http_status": reply.get("status"),
                     "reply_id": (reply.get("body") or {}).get("id"),
                 }
@@ -183,6 +196,10 @@ def check(args: argparse.Namespace, summary: dict[str, Any], wire: Wire) -> list
             failures.append(f"denied call: want code {POLICY_DENIED}, got {denied.get('code')}")
         if args.denied_tool not in (denied.get("message") or ""):
             failures.append(f"denied call: reason does not name {args.denied_tool}: {denied.get('message')!r}")
+        data = denied.get("data") if isinstance(denied.get("data"), dict) else {}
+        for member in ("reasons", "rule_ids"):
+            if not (isinstance(data.get(member), list) and data[member]):
+                failures.append(f"denied call: the error's data has no {member}: {denied.get('data')!r}")
         if denied.get("request_id") is None or denied.get("reply_id") != denied.get("request_id"):
             failures.append(f"denied call: the error reply's id is not the request's: {denied}")
     if args.token and not all(r["bearer"] for r in wire.requests):

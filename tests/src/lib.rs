@@ -10,6 +10,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod conformance;
 pub mod h2raw;
 pub mod mcp;
 pub mod otlp;
@@ -149,6 +150,15 @@ impl Stack {
     /// or no client certificate at all.
     pub fn http_client(&self, identity: Option<&str>) -> reqwest::Client {
         self.client_builder(identity).build().expect("client")
+    }
+
+    /// Like [`Stack::http_client`], without an overall time limit per request (for event
+    /// streams that must stay open).
+    pub fn streaming_client(&self, identity: &str) -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.certs().join("ca.pem")).expect("ca")).expect("ca pem");
+        let id = reqwest::Identity::from_pem(&self.identity_pem(identity)).expect("identity");
+        reqwest::Client::builder().tls_certs_only([ca]).identity(id).build().expect("client")
     }
 
     /// Like [`Stack::http_client`], speaking HTTP/1.1 only (the default client negotiates

@@ -70,7 +70,7 @@ pub async fn open_session(http: &reqwest::Client, url: &str) -> anyhow::Result<S
     let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
         "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"portcullis-e2e","version":"1"}}});
     let r = post(http, url, None, &[], &init.to_string()).await?;
-    anyhow::ensure!(r.status == 200, "initialize failed: {} {}", r.status, r.text);
+    anyhow::ensure!(r.status == 200 && r.message.get("error").is_none(), "initialize failed: {} {}", r.status, r.text);
     let session = r
         .headers
         .get("mcp-session-id")

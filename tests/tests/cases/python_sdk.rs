@@ -69,16 +69,18 @@ fn python_sdk_with_client_certificate_and_user_jwt() {
     assert_eq!(sum["allowed"]["is_error"], false, "{sum}");
     assert_eq!(sum["allowed"]["text"], "7", "{sum}");
 
-    // The denied call: the SDK raised the gateway's JSON-RPC error, sent for this request's id.
+    // The denied call: the SDK raised the gateway's JSON-RPC error as its MCPError (not a
+    // transport failure), answered with HTTP 200 for this request's id.
     let denied = &sum["denied"];
     assert_eq!(denied["raised"], true, "{sum}");
     assert_eq!(denied["code"], -32001, "{sum}");
-    assert_eq!(denied["http_status"], 403, "{sum}");
+    assert_eq!(denied["http_status"], 200, "{sum}");
     assert!(denied["request_id"].is_number(), "{sum}");
     assert_eq!(denied["reply_id"], denied["request_id"], "{sum}");
     let reason = denied["data"]["reasons"][0].as_str().expect("a reason");
     let message = denied["message"].as_str().expect("message");
     assert!(message.contains("apply_config") && message.contains(reason), "{sum}");
+    assert!(denied["data"]["reasons"].as_array().is_some_and(|r| !r.is_empty()), "{sum}");
     assert!(denied["data"]["rule_ids"].as_array().is_some_and(|r| !r.is_empty()), "{sum}");
     assert!(denied["data"]["plan_hash"].as_str().is_some_and(|h| h.starts_with("sha256:")), "{sum}");
 }

@@ -126,7 +126,7 @@ async fn policy_change_reaches_the_running_gateway_without_failing_a_request() {
     let call = tools_call(7, FAST_TOOL, json!({"text": "a b"}));
     let session = open_session(&intruder, &s.url()).await.ok();
     let r = post(&intruder, &s.url(), session.as_deref(), &[], &call).await.unwrap();
-    assert_eq!(r.status, 403, "the intruder must be denied before the change: {}", r.text);
+    assert_eq!(r.error_code(), Some(-32001), "the intruder must be denied before the change: {}", r.text);
 
     // A steady load of allowed calls, slow ones among them.
     let stop = Arc::new(AtomicBool::new(false));
@@ -160,7 +160,7 @@ async fn policy_change_reaches_the_running_gateway_without_failing_a_request() {
             loop {
                 match open_session(&intruder, &s.url()).await {
                     Ok(session) => break session,
-                    Err(e) if Instant::now() < deadline && e.to_string().contains("403") => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(e) if Instant::now() < deadline && (e.to_string().contains("-32001") || e.to_string().contains("no mcp-session-id")) => tokio::time::sleep(Duration::from_millis(50)).await,
                     Err(e) => panic!("the intruder must be allowed after the change: {e}"),
                 }
             }

@@ -203,10 +203,10 @@ async fn every_request_leaves_its_decision_in_the_access_log() {
 
     let ua = unique_agent("log-deny");
     let r = send(tools_call(2, "apply_config", json!({"name": "x", "content": "y"})), ua.clone()).await;
-    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!((r.status, r.error_code()), (200, Some(-32001)), "{}", r.text);
     let (line, rec) = access_log(s, &ua);
     assert_eq!(rec["outcome"], "denied", "{line}");
-    assert_eq!(rec["status"], 403, "{line}");
+    assert_eq!(rec["status"], 200, "{line}");
     assert_eq!(rec["tool"], "apply_config", "{line}");
     assert!(!rec["rule_ids"].as_array().unwrap().is_empty(), "{line}");
     assert_eq!(rec["decision_id"].as_str(), r.headers.get("x-portcullis-decision-id").and_then(|v| v.to_str().ok()), "{line}");
@@ -296,7 +296,7 @@ async fn an_http1_request_ending_in_trailers_is_decided() {
     let ua = unique_agent("h1-trailers");
     let raw = format!("{}{:x}\r\n{INIT}\r\n0\r\nx-portcullis-ticket: forged\r\n\r\n", http1_post(&ua, "transfer-encoding: chunked\r\nconnection: close"), INIT.len());
     let answer = h2raw::send_http1(s, "intruder", raw.as_bytes(), false).await.unwrap();
-    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("-32001"), "{answer}");
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
     assert_eq!(portcullis_e2e::mcp::message_of(body)["id"], "init-t", "{answer}");
     let (line, record) = access_log(s, &ua);
