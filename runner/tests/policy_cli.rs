@@ -100,8 +100,8 @@ fn policy_test_passes_on_the_repository_bundle() {
 #[test]
 fn policy_test_fails_and_names_a_failing_test() {
     let dir = tempfile::tempdir().expect("temp dir");
-    for f in ["authz.rego", "data.json"] {
-        fs::copy(policies().join(f), dir.path().join(f)).expect("copy bundle file");
+    for f in bundle_files() {
+        fs::copy(policies().join(&f), dir.path().join(&f)).expect("copy bundle file");
     }
     fs::write(
         dir.path().join("broken_test.rego"),
@@ -134,7 +134,9 @@ test_operator_may_delete_namespace if {
 #[test]
 fn policy_test_without_tests_fails() {
     let dir = tempfile::tempdir().expect("temp dir");
-    fs::copy(policies().join("authz.rego"), dir.path().join("authz.rego")).expect("copy policy");
+    for f in bundle_files().into_iter().filter(|f| f.ends_with(".rego")) {
+        fs::copy(policies().join(&f), dir.path().join(&f)).expect("copy policy");
+    }
     let out = policy_test(dir.path());
     assert!(!out.status.success(), "{}", stdout(&out));
     assert_eq!(stdout(&out).lines().last(), Some("0 passed, 0 failed"));
@@ -310,4 +312,15 @@ fn known_divergences_match_regorus() {
         let decision = policy_cli::evaluate(&bundle, &catalog, &kd["input"]).expect("evaluate");
         assert_eq!(serde_json::to_value(&decision).expect("decision"), kd["regorus"], "{}", kd["name"]);
     }
+}
+
+/// The default bundle's modules (tests excluded) and its data.
+fn bundle_files() -> Vec<String> {
+    let mut files: Vec<String> = fs::read_dir(policies())
+        .expect("policies dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| (n.ends_with(".rego") && !n.ends_with("_test.rego")) || n == "data.json")
+        .collect();
+    files.sort();
+    files
 }
