@@ -11,6 +11,8 @@ use portcullis_runner::sandbox::{
     Backend, JobOutput, JobSpec, Phase, PhaseObserver, SandboxError,
 };
 
+#[path = "sandbox/cancel.rs"]
+mod cancel;
 #[path = "sandbox/private_dirs.rs"]
 mod private_dirs;
 #[path = "sandbox/progress.rs"]

@@ -66,6 +66,11 @@ pub const APPROVAL_EXPIRED: &str = "approval.expired";
 pub const JOB_STARTED: &str = "job.started";
 pub const JOB_FINISHED: &str = "job.finished";
 pub const JOB_ABORTED: &str = "job.aborted";
+/// The caller cancelled the call (MCP `notifications/cancelled`, or a 2026-07-28 request's
+/// connection closed) while its job waited for a sandbox or ran; a running job was killed and
+/// its sandbox destroyed before this record. It says how long the job ran (`ran_ms`, 0 when it
+/// never started) and who cancelled (the call's requester). No result was sent.
+pub const JOB_CANCELLED: &str = "job.cancelled";
 pub const SANDBOX_DESTROYED: &str = "sandbox.destroyed";
 /// The ingester found the access log replaced or truncated and starts over on the new file
 /// (see [`ingest`]); the record says which lines of the old file may not have been read.

@@ -20,8 +20,9 @@
 //!    command.
 //! 4. `init` waits for PID 1. When PID 1 exits the kernel kills everything else in the pid
 //!    namespace, and `waitpid` returns only once that is done, so "init exited" means "the
-//!    job is gone". On timeout the runner closes a lifeline pipe; init then SIGKILLs PID 1
-//!    and waits the same way. If init itself dies, PR_SET_PDEATHSIG kills PID 1.
+//!    job is gone". On timeout or cancellation the runner closes a lifeline pipe; init then
+//!    SIGKILLs PID 1 and waits the same way. If init itself dies, PR_SET_PDEATHSIG kills
+//!    PID 1.
 //! 5. The runner drains stdout/stderr to EOF (discarding past the cap), and the job's progress
 //!    pipe (its fd 3, see [`super::progress`]) line by line while it runs, reaps init, removes
 //!    the job dir and only then returns.
@@ -46,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::progress::{self, ProgressLimits};
-use super::{validate, Backend, JobOutput, JobSpec, NoPhases, Phase, PhaseObserver, SandboxError};
+use super::{validate, Backend, CancellationToken, JobOutput, JobSpec, Phase, PhaseObserver, SandboxError};
 use jobdir::JobDir;
 use protocol::{read_status_blocking, StatusMsg, EXIT_SETUP};
 use spawn::{pidfd_open, Prepared};
@@ -261,19 +262,24 @@ impl Backend for LocalNamespaces {
         "local"
     }
 
-    async fn run(&self, job: JobSpec) -> Result<JobOutput, SandboxError> {
-        self.run_observed(job, &NoPhases).await
-    }
-
     /// Phases: create is the job dir, the spawn and the sandbox's setup up to the exec of the
     /// command (EOF on the status pipe); run lasts until the command has exited and its
-    /// output is drained; destroy is the removal of the job dir.
-    async fn run_observed(
+    /// output is drained; destroy is the removal of the job dir. Cancellation ends the job as
+    /// a timeout does (the lifeline closes, init kills the pid namespace), then the job dir
+    /// is removed as always.
+    async fn execute(
         &self,
         mut job: JobSpec,
         phases: &dyn PhaseObserver,
+        cancel: &CancellationToken,
     ) -> Result<JobOutput, SandboxError> {
         validate(&job)?;
+        if cancel.is_cancelled() {
+            return Ok(JobOutput {
+                cancelled: true,
+                ..JobOutput::default()
+            });
+        }
         let start = Instant::now();
         let created = SystemTime::now();
         let failed = |phase: Phase, since: SystemTime, e: SandboxError| {
@@ -339,22 +345,22 @@ impl Backend for LocalNamespaces {
         };
         let mut lifeline = Some(lifeline_w);
         let wait = async {
-            match tokio::time::timeout(job.timeout, child.wait()).await {
-                Ok(st) => (st, false),
+            let stop = tokio::select! {
+                st = child.wait() => return (st, None),
+                () = tokio::time::sleep(job.timeout) => Stop::TimedOut,
+                () = cancel.cancelled() => Stop::Cancelled,
+            };
+            drop(lifeline.take());
+            match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+                Ok(st) => (st, Some(stop)),
                 Err(_) => {
-                    drop(lifeline.take());
-                    match tokio::time::timeout(KILL_GRACE, child.wait()).await {
-                        Ok(st) => (st, true),
-                        Err(_) => {
-                            tracing::warn!(job = %job.job_id, "sandbox init ignored the lifeline; killing it");
-                            let _ = child.start_kill();
-                            (child.wait().await, true)
-                        }
-                    }
+                    tracing::warn!(job = %job.job_id, "sandbox init ignored the lifeline; killing it");
+                    let _ = child.start_kill();
+                    (child.wait().await, Some(stop))
                 }
             }
         };
-        let (_, out, err, status, progress, (exit, timed_out)) = tokio::join!(
+        let (_, out, err, status, progress, (exit, stop)) = tokio::join!(
             write_stdin,
             read_capped(stdout, cap),
             read_capped(stderr, cap),
@@ -373,18 +379,24 @@ impl Backend for LocalNamespaces {
                 .map_err(|e| io_err("reading the status pipe", e))
                 .map_err(|e| failed(Phase::Create, created, e))?,
         );
-        // A setup or exec failure ends the create phase; nothing ran.
-        let setup_failed = status.to_error(&job.command[0]).or_else(|| {
-            // init failed before it could even use the status pipe.
-            let early = matches!(&exit, Ok(st) if st.code() == Some(EXIT_SETUP))
-                && matches!(&err, Ok((e, _)) if e.starts_with(b"portcullis-sandbox:"));
-            early.then(|| SandboxError::Setup {
-                message: err
-                    .as_ref()
-                    .map(|(e, _)| String::from_utf8_lossy(e).trim().to_string())
-                    .unwrap_or_default(),
+        let cancelled = stop == Some(Stop::Cancelled);
+        // A setup or exec failure ends the create phase; nothing ran. A job cancelled during
+        // its setup was stopped, not failed.
+        let setup_failed = if cancelled {
+            None
+        } else {
+            status.to_error(&job.command[0]).or_else(|| {
+                // init failed before it could even use the status pipe.
+                let early = matches!(&exit, Ok(st) if st.code() == Some(EXIT_SETUP))
+                    && matches!(&err, Ok((e, _)) if e.starts_with(b"portcullis-sandbox:"));
+                early.then(|| SandboxError::Setup {
+                    message: err
+                        .as_ref()
+                        .map(|(e, _)| String::from_utf8_lossy(e).trim().to_string())
+                        .unwrap_or_default(),
+                })
             })
-        });
+        };
         phases.phase(Phase::Create, created, execed, setup_failed.as_ref());
         let run_phase = |e: SandboxError| {
             phases.phase(Phase::Run, execed, ran, Some(&e));
@@ -424,12 +436,20 @@ impl Backend for LocalNamespaces {
             signal: exit.signal(),
             stdout,
             stderr,
-            timed_out,
+            timed_out: stop == Some(Stop::TimedOut),
             truncated: out_trunc || err_trunc,
             duration: start.elapsed(),
             progress,
+            cancelled,
         })
     }
+}
+
+/// Why the runner ended a job that had not exited by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    TimedOut,
+    Cancelled,
 }
 
 /// Reads a stream to EOF, keeping the first `cap` bytes. Keeps draining past the cap so the

@@ -2,11 +2,14 @@
 //! environment afterwards.
 //!
 //! A [`Backend`] owns the whole lifecycle of a job's environment: create it, run the command,
-//! collect its output, and tear it down before [`Backend::run`] returns. Nothing here is
-//! Linux-specific, so a Kubernetes backend (a namespace per job, created then deleted) fits
-//! the same trait as [`local::LocalNamespaces`] (fresh Linux namespaces per job).
+//! collect its output, and tear it down before [`Backend::execute`] returns, also when the
+//! job is cancelled. Nothing here is Linux-specific, so a Kubernetes backend (a namespace per
+//! job, created then deleted) fits the same trait as [`local::LocalNamespaces`] (fresh Linux
+//! namespaces per job).
 
 use std::time::Duration;
+
+pub use tokio_util::sync::CancellationToken;
 
 pub mod local;
 pub mod progress;
@@ -54,12 +57,16 @@ pub struct JobOutput {
     pub duration: Duration,
     /// What became of the job's progress lines.
     pub progress: ProgressStats,
+    /// The job was cancelled (see [`Backend::execute`]): everything it started was killed and
+    /// its environment destroyed before this was returned. Its output is what it wrote until
+    /// then.
+    pub cancelled: bool,
 }
 
 impl JobOutput {
     /// The command exited with status 0 in time.
     pub fn success(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out
+        self.exit_code == Some(0) && !self.timed_out && !self.cancelled
     }
 }
 
@@ -164,17 +171,30 @@ pub trait Backend: Send + Sync {
     /// Short name for logs and metrics (`"local"`, `"kubernetes"`).
     fn name(&self) -> &'static str;
 
-    /// Create a fresh environment, run `job` in it to completion or timeout, destroy the
-    /// environment, then return what the job did. Never returns while anything the job
-    /// started is still running. Dropping the future also destroys the environment (a
-    /// backend may finish that cleanup in the background).
-    async fn run(&self, job: JobSpec) -> Result<JobOutput, SandboxError>;
+    /// Create a fresh environment, run `job` in it until it exits, times out or `cancel`
+    /// fires, destroy the environment, then return what the job did. Never returns while
+    /// anything the job started is still running, or before its environment is gone.
+    ///
+    /// Cancellation is part of the contract because the caller of a long job may withdraw it
+    /// (MCP `notifications/cancelled`): when `cancel` fires, the backend kills everything the
+    /// job started (all its processes locally; its pods in Kubernetes, by deleting the job's
+    /// namespace), destroys the environment as after any other end, and returns
+    /// [`JobOutput::cancelled`]. A token that has fired before the call creates nothing.
+    /// `phases` is told when each [`Phase`] began and ended, as it ends; a backend that
+    /// cannot tell its phases apart reports nothing.
+    ///
+    /// Dropping the future also destroys the environment (a backend may finish that cleanup
+    /// in the background); a caller that must know it is gone cancels instead, and awaits.
+    async fn execute(&self, job: JobSpec, phases: &dyn PhaseObserver, cancel: &CancellationToken) -> Result<JobOutput, SandboxError>;
 
-    /// [`Backend::run`], telling `phases` when each [`Phase`] began and ended, as it ends.
-    /// Backends that cannot tell their phases apart report nothing (this default).
+    /// [`Backend::execute`], never cancelled and observing nothing.
+    async fn run(&self, job: JobSpec) -> Result<JobOutput, SandboxError> {
+        self.execute(job, &NoPhases, &CancellationToken::new()).await
+    }
+
+    /// [`Backend::execute`], never cancelled.
     async fn run_observed(&self, job: JobSpec, phases: &dyn PhaseObserver) -> Result<JobOutput, SandboxError> {
-        let _ = phases;
-        self.run(job).await
+        self.execute(job, phases, &CancellationToken::new()).await
     }
 }
 
@@ -192,7 +212,7 @@ pub enum Phase {
 }
 
 /// Told about each [`Phase`] of a job once it has ended (telemetry makes spans of them).
-/// Called from inside [`Backend::run_observed`]: must be quick and must not block.
+/// Called from inside [`Backend::execute`]: must be quick and must not block.
 pub trait PhaseObserver: Send + Sync {
     /// `phase` ran from `start` to `end`; `error` is set when it failed (then no later phase
     /// follows, except [`Phase::Destroy`]).

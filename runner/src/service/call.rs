@@ -1,6 +1,8 @@
 //! One admitted tools/call, through the control plane: builtin approval tools, the cited plan
 //! of an apply, the approval gate, then the job; a plan tool's artifact is stored.
 
+use std::time::Instant;
+
 use portcullis_core::authz::{PlanRules, PolicyInput, PolicyTime, Workload};
 use portcullis_core::userjwt::VerifiedUser;
 use portcullis_core::catalog::{Builtin, Kind, Tool};
@@ -16,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::approvals::{Approval, DecideError, Gate, State};
 use crate::audit;
 use crate::plans::{PlanRecord, PlanRefusal};
+use crate::sandbox::{JobOutput, SandboxError};
 use crate::service::progress::run_reporting_progress;
 use crate::service::serve::{unix_now, Runner};
 use crate::service::tools::{job_for, render_output};
@@ -32,6 +35,9 @@ pub const APPROVAL_REFUSED: i32 = -32006;
 /// (plan or approval), and an approval used by its one execution.
 pub const CALL_REFUSED: &str = "call.refused";
 pub const APPROVAL_USED: &str = "approval.used";
+
+/// The caller cancelled the call. Never sent: the code marks the call's span.
+pub const REQUEST_CANCELLED: i32 = -32800;
 
 /// An approver's decision was refused (not a person, not an approver, their own request, not
 /// pending).
@@ -78,12 +84,21 @@ impl Runner {
             },
             None => None,
         };
+        let mut job = job_for(tool, arguments, &claims.decision_id).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        // The slot comes before the approval gate: a call cancelled while it waits has used up
+        // nothing, not even its approval's one execution.
+        let waiting = Instant::now();
+        let cancel = &context.ct;
+        let slot = match self.queue.slot(cancel).await {
+            Ok(Some(slot)) if !cancel.is_cancelled() => slot,
+            Ok(_) => return Err(self.cancelled(claims, context, &job.job_id, waiting, None)?),
+            Err(e) => return Err(self.sandbox_failed(tool, claims, &e)?),
+        };
         if claims.require_approval {
             if let Err(e) = self.approval_gate(tool, arguments, claims) {
                 return refused(e);
             }
         }
-        let mut job = job_for(tool, arguments, &claims.decision_id).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         if let Some((record, artifact)) = &plan {
             // The apply executes the stored plan, never text from the agent.
             job.stdin.clone_from(artifact);
@@ -92,17 +107,17 @@ impl Runner {
         if tool.kind == Kind::Plan {
             job.env.push(("PORTCULLIS_DRY_RUN".into(), "1".into()));
         }
+        if cancel.is_cancelled() {
+            return Err(self.cancelled(claims, context, &job.job_id, waiting, None)?);
+        }
         tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
         let applies = plan.as_ref().map(|(record, _)| record.artifact.clone());
         self.audit(audit::JOB_STARTED, Some(claims), json!({"job_id": job.job_id, "backend": self.backend.name(), "applies_plan": applies}))?;
-        let out = match run_reporting_progress(&self.queue, self.backend.as_ref(), job, context).await {
+        let job_id = job.job_id.clone();
+        let out = match run_reporting_progress(slot, self.backend.as_ref(), job, context).await {
+            Ok(out) if out.cancelled => return Err(self.cancelled(claims, context, &job_id, waiting, Some(&out))?),
             Ok(out) => out,
-            Err(e) => {
-                tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
-                self.audit(audit::JOB_ABORTED, Some(claims), json!({"error": e.agent_message()}))?;
-                self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": self.backend.name()}))?;
-                return Err(McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None));
-            }
+            Err(e) => return Err(self.sandbox_failed(tool, claims, &e)?),
         };
         tracing::info!(tool = %tool.name, exit = ?out.exit_code, timed_out = out.timed_out, ms = out.duration.as_millis() as u64, "finished");
         self.audit(
@@ -111,7 +126,7 @@ impl Runner {
             json!({"exit_code": out.exit_code, "signal": out.signal, "timed_out": out.timed_out, "truncated": out.truncated,
                    "stdout_sha256": format!("sha256:{}", hex::encode(Sha256::digest(&out.stdout))), "stdout_bytes": out.stdout.len()}),
         )?;
-        // Backend::run returns only after the environment is gone.
+        // Backend::execute returns only after the environment is gone.
         self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": self.backend.name(), "duration_ms": out.duration.as_millis() as u64}))?;
         let (text, failed) = render_output(&out);
         if tool.kind == Kind::Plan && !failed {
@@ -124,6 +139,35 @@ impl Runner {
         }
         let content = vec![ContentBlock::text(text)];
         Ok(if failed { CallToolResult::error(content) } else { CallToolResult::success(content) })
+    }
+
+    /// A sandbox that failed (its environment is gone): recorded, and the caller told why.
+    fn sandbox_failed(&self, tool: &Tool, claims: &Claims, e: &SandboxError) -> Result<McpError, McpError> {
+        tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
+        self.audit(audit::JOB_ABORTED, Some(claims), json!({"error": e.agent_message()}))?;
+        self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": self.backend.name()}))?;
+        Ok(McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None))
+    }
+
+    /// Records a cancelled call: `ran` is the job's output when it had started (it was killed
+    /// and its sandbox destroyed before this), `None` when it left the queue without starting.
+    /// The error returned is never sent (MCP: a cancelled request gets no response; rmcp drops
+    /// it), but it ends the call's span as cancelled.
+    fn cancelled(&self, claims: &Claims, context: &RequestContext<RoleServer>, job_id: &str, waiting: Instant, ran: Option<&JobOutput>) -> Result<McpError, McpError> {
+        let ran_ms = ran.map_or(0, |out| out.duration.as_millis() as u64);
+        tracing::info!(tool = %claims.tool, decision = %claims.decision_id, request = %context.id, started = ran.is_some(), ran_ms, "cancelled by the caller");
+        // Only the caller that opened a session can send on it (see the session guard), and a
+        // 2026-07-28 request is cancelled by its own connection: the requester cancelled.
+        self.audit(
+            audit::JOB_CANCELLED,
+            Some(claims),
+            json!({"job_id": job_id, "request_id": context.id, "cancelled_by": "requester", "started": ran.is_some(),
+                   "waited_ms": (waiting.elapsed().as_millis() as u64).saturating_sub(ran_ms), "ran_ms": ran_ms}),
+        )?;
+        if ran.is_some() {
+            self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": self.backend.name(), "duration_ms": ran_ms}))?;
+        }
+        Ok(McpError::new(ErrorCode(REQUEST_CANCELLED), "the request was cancelled", Some(json!({"tool": claims.tool}))))
     }
 
     fn store_plan(&self, artifact: &[u8], arguments: Option<&Map<String, Value>>, claims: &Claims) -> Result<PlanRecord, McpError> {

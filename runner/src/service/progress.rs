@@ -9,23 +9,26 @@ use rmcp::RoleServer;
 use tokio::sync::mpsc;
 
 use crate::sandbox::{Backend, JobOutput, JobSpec, SandboxError};
-use crate::service::queue::JobQueue;
+use crate::service::queue::Slot;
 
 /// Lines waiting between the job and the caller. Beyond this the sandbox side coalesces to
 /// the latest line, so a slow caller sees fewer, fresher messages and never slows the job.
 const QUEUE: usize = 8;
 
-/// Runs `job` on `backend` through the job queue. With a progress token in the request, every progress line becomes
-/// one notification (`progress` counts 1, 2, 3, ...; `message` is the line), and all of them
-/// are sent before this returns, so before the result. Without one the lines are discarded.
+/// Runs `job` on `backend` in its queue `slot`, until it ends or the request is cancelled
+/// (`context.ct`). With a progress token in the request, every progress line becomes one
+/// notification (`progress` counts 1, 2, 3, ...; `message` is the line), and all of them are
+/// sent before this returns, so before the result. Without one the lines are discarded, and
+/// so are those of a cancelled request, which gets nothing more.
 pub async fn run_reporting_progress(
-    queue: &JobQueue,
+    slot: Slot<'_>,
     backend: &dyn Backend,
     mut job: JobSpec,
     context: &RequestContext<RoleServer>,
 ) -> Result<JobOutput, SandboxError> {
+    let cancel = &context.ct;
     let Some(token) = context.meta.get_progress_token() else {
-        return queue.run(backend, job).await;
+        return slot.run(backend, job, cancel).await;
     };
     let (tx, mut rx) = mpsc::channel::<String>(QUEUE);
     job.progress = Some(tx);
@@ -34,6 +37,9 @@ pub async fn run_reporting_progress(
         let mut progress = 0u32;
         // Ends when the backend drops the sink, which it does once the job is gone.
         while let Some(line) = rx.recv().await {
+            if cancel.is_cancelled() {
+                continue;
+            }
             progress += 1;
             let param = ProgressNotificationParam::new(token.clone(), f64::from(progress)).with_message(line);
             if let Err(e) = peer.notify_progress(param).await {
@@ -42,6 +48,6 @@ pub async fn run_reporting_progress(
             }
         }
     };
-    let (out, ()) = tokio::join!(queue.run(backend, job), notify);
+    let (out, ()) = tokio::join!(slot.run(backend, job, cancel), notify);
     out
 }

@@ -2,7 +2,9 @@
 //!
 //! It answers initialize and tools/list from the catalog. A tools/call runs only after its
 //! gateway ticket is verified (signature, expiry, replay, plan hash, tool); then the tool runs
-//! in a fresh sandbox from the configured backend, which is destroyed before the reply.
+//! in a fresh sandbox from the configured backend, which is destroyed before the reply. A call
+//! its caller cancels (`notifications/cancelled`; for 2026-07-28, closing its stream) is
+//! stopped, its sandbox destroyed, and it gets no reply (see [`crate::service::call`]).
 //! Before rmcp sees a request, the session guard ([`crate::service::session_guard`]) checks its gateway
 //! credential and that the session it names belongs to its caller.
 
@@ -34,6 +36,23 @@ use crate::telemetry::{self, call::TICKET_CHECK, CallSpan};
 
 /// JSON-RPC error code for a call refused by the runner's ticket check.
 pub const TICKET_REFUSED: i32 = -32002;
+
+/// How often an event stream that carries nothing gets an SSE comment. A proxy between the
+/// agent and the runner (Envoy's stream idle timeout, a load balancer's) closes a stream that
+/// stays silent for its idle timeout, and a GET stream, or the answer to a long call that
+/// reports no progress, can stay silent for minutes; 15 s is well below the usual timeouts
+/// (Envoy: 5 min; cloud load balancers: 60 s and more).
+pub const SSE_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The `retry:` an event stream's priming event gives (an empty event with an id, sent first,
+/// so that even a stream cut before its first message can be resumed with `Last-Event-ID`):
+/// how long a client waits before reconnecting.
+pub const SSE_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Events of one call's stream kept for a client that reconnects with `Last-Event-ID` (rmcp
+/// replays them from memory; its default is 16). At the progress limit of 10 lines a second,
+/// this covers a client that was away for several `SSE_RETRY` intervals.
+pub const SSE_REPLAY_EVENTS: usize = 64;
 
 /// Shared state of the runner's MCP service.
 pub struct Runner {
@@ -298,7 +317,14 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
     }
     // The gateway forwards the agent's Host header; the runner is reachable only through it.
     config.allowed_hosts = Vec::new();
-    let sessions = Arc::new(LocalSessionManager::default());
+    config.sse_keep_alive = Some(SSE_KEEP_ALIVE);
+    config.sse_retry = Some(SSE_RETRY);
+    // No event store: rmcp would then keep a 2026-07-28 request running after its connection
+    // closed (for a resume), and that request has no other way to be cancelled.
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.sse_retry = Some(SSE_RETRY);
+    sessions.session_config.channel_capacity = SSE_REPLAY_EVENTS;
+    let sessions = Arc::new(sessions);
     let guard = Arc::new(SessionGuard::new(guard_tickets, callers, sessions.clone()));
     let service = StreamableHttpService::new(move || Ok(Handler(runner.clone())), sessions, config);
     // Every request passes the session guard first: one gateway credential, own sessions only.

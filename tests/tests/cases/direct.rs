@@ -28,7 +28,16 @@ pub struct Minted {
 impl Minted {
     /// The ticket for this call on `session` (the runner's id of it).
     pub fn token(&self, session: &str) -> String {
-        let claims = Claims { session: Some(session_hash(session)), ..self.claims.clone() };
+        self.sign(Some(session))
+    }
+
+    /// The ticket for this call made without a session (MCP 2026-07-28 has none).
+    pub fn sessionless(&self) -> String {
+        self.sign(None)
+    }
+
+    fn sign(&self, session: Option<&str>) -> String {
+        let claims = Claims { session: session.map(session_hash), ..self.claims.clone() };
         Signer::from_pem(&self.key, "portcullis-gateway".into(), 30).unwrap().sign(&claims).unwrap()
     }
 }
@@ -72,6 +81,11 @@ pub fn mint(s: &Stack, tool: &str, args: &Value, exp_offset: i64) -> Minted {
 
 /// A caller assertion as the gateway would sign it for a POST of `method`.
 pub fn caller(s: &Stack, workload: &str, session: Option<&str>, method: &str) -> String {
+    caller_for(s, workload, session, "POST", Some(method))
+}
+
+/// A caller assertion for an HTTP request (`GET`, `DELETE`: no JSON-RPC method).
+pub fn caller_for(s: &Stack, workload: &str, session: Option<&str>, http: &str, method: Option<&str>) -> String {
     let key = std::fs::read(s.certs().join("ticket-signing-key.pem")).unwrap();
     let claims = CallerClaims {
         iss: "portcullis-gateway".into(),
@@ -80,8 +94,8 @@ pub fn caller(s: &Stack, workload: &str, session: Option<&str>, method: &str) ->
         user: None,
         user_iss: None,
         session: session.map(session_hash),
-        http: "POST".into(),
-        method: Some(method.into()),
+        http: http.into(),
+        method: method.map(str::to_owned),
         iat: now(),
         exp: now() + 30,
     };

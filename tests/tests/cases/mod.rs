@@ -14,6 +14,7 @@ mod protocol;
 mod python_sdk;
 mod ratelimit;
 mod reload;
+mod runner_protocol;
 mod secrets;
 mod sessions;
 mod telemetry;
