@@ -17,6 +17,7 @@ mod reload;
 mod runner_protocol;
 mod secrets;
 mod sessions;
+mod streams;
 mod telemetry;
 mod transport;
 mod ts_sdk;

@@ -15,10 +15,10 @@ use crate::stack;
 
 /// One SSE event as it arrived; `comment` holds a comment line's text (a keep-alive).
 #[derive(Debug, Default, Clone)]
-struct Event {
-    id: Option<String>,
-    data: String,
-    retry: Option<u64>,
+pub(crate) struct Event {
+    pub(crate) id: Option<String>,
+    pub(crate) data: String,
+    pub(crate) retry: Option<u64>,
     comment: Option<String>,
 }
 
@@ -39,24 +39,24 @@ impl Event {
         event
     }
 
-    fn message(&self) -> Value {
+    pub(crate) fn message(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or(Value::Null)
     }
 
-    fn progress(&self) -> Option<String> {
+    pub(crate) fn progress(&self) -> Option<String> {
         let m = self.message();
         (m["method"] == "notifications/progress").then(|| m["params"]["message"].as_str().unwrap_or_default().to_owned())
     }
 }
 
 /// Reads an event stream event by event, as it arrives.
-struct Events {
+pub(crate) struct Events {
     response: reqwest::Response,
     buffer: String,
 }
 
 impl Events {
-    fn new(response: reqwest::Response) -> Self {
+    pub(crate) fn new(response: reqwest::Response) -> Self {
         assert_eq!(response.status(), 200, "{response:?}");
         let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         assert!(content_type.starts_with("text/event-stream"), "not an event stream: {content_type}");
@@ -64,7 +64,7 @@ impl Events {
     }
 
     /// The next event or comment; `None` when the stream has ended. Fails after `within`.
-    async fn next(&mut self, within: Duration) -> Option<Event> {
+    pub(crate) async fn next(&mut self, within: Duration) -> Option<Event> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
@@ -82,7 +82,7 @@ impl Events {
     }
 
     /// Every event until the stream ends, which it must within `within`.
-    async fn rest(&mut self, within: Duration) -> Vec<Event> {
+    pub(crate) async fn rest(&mut self, within: Duration) -> Vec<Event> {
         let deadline = Instant::now() + within;
         let mut events = Vec::new();
         while let Some(event) = self.next(deadline.saturating_duration_since(Instant::now())).await {
@@ -102,14 +102,14 @@ fn request(s: &Stack, http: &reqwest::Client, method: reqwest::Method, session: 
 }
 
 /// A tools/call of `watch_rollout` (one progress line every 0.3 s) with a progress token.
-fn rollout_call(id: i64, args: &Value) -> String {
+pub(crate) fn rollout_call(id: i64, args: &Value) -> String {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
            "params": {"name": "watch_rollout", "arguments": args, "_meta": {"progressToken": format!("rollout-{id}")}}})
     .to_string()
 }
 
 /// The audit records of one call, once `event` is among them.
-async fn audit_records_until(s: &Stack, decision: &str, event: &str) -> Vec<Value> {
+pub(crate) async fn audit_records_until(s: &Stack, decision: &str, event: &str) -> Vec<Value> {
     let log = s.state.path().join("audit/audit.jsonl");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -122,18 +122,18 @@ async fn audit_records_until(s: &Stack, decision: &str, event: &str) -> Vec<Valu
     }
 }
 
-fn records_of(log: &Path, decision: &str) -> Vec<Value> {
+pub(crate) fn records_of(log: &Path, decision: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|r| r["decision_id"] == decision).collect()
 }
 
-fn events_of(records: &[Value]) -> Vec<&str> {
+pub(crate) fn events_of(records: &[Value]) -> Vec<&str> {
     records.iter().map(|r| r["event"].as_str().unwrap_or_default()).collect()
 }
 
 /// Host processes of the job of `decision` (the runner names the job after the decision, in
 /// `PORTCULLIS_JOB_ID`, which the host can read in each process's environment).
-fn job_processes(decision: &str) -> Vec<String> {
+pub(crate) fn job_processes(decision: &str) -> Vec<String> {
     let needle = format!("PORTCULLIS_JOB_ID={decision}\0");
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -148,6 +148,35 @@ fn job_processes(decision: &str) -> Vec<String> {
         }
     }
     pids
+}
+
+/// Reads a `watch_rollout` call's stream up to its first step (checking the priming event and
+/// the event ids) and drops it; returns the stream's id.
+pub(crate) async fn read_until_first_step(mut events: Events, deployment: &str) -> String {
+    let priming = events.next(Duration::from_secs(10)).await.expect("a priming event");
+    let stream = priming.id.as_deref().and_then(|id| id.strip_prefix("0/")).unwrap_or_else(|| panic!("priming event without a stream id: {priming:?}")).to_owned();
+    assert_eq!((priming.data.as_str(), priming.retry), ("", Some(3000)), "{priming:?}");
+    let first = events.next(Duration::from_secs(20)).await.expect("a first progress event");
+    assert_eq!(first.progress(), Some(format!("{deployment}: 1/10 replicas updated")), "{first:?}");
+    assert_eq!(first.id.as_deref(), Some(format!("1/{stream}").as_str()), "{first:?}");
+    stream
+}
+
+/// A resumed stream has every step after the first, in order and of this stream only, and
+/// ends with the call's result (returned).
+pub(crate) fn assert_resumed(resumed: &[Event], deployment: &str, stream: &str, id: i64) -> Value {
+    let trace: Vec<String> = resumed.iter().map(|e| format!("{:?} {}", e.id, e.data)).collect();
+    let trace = trace.join("\n");
+    let steps: Vec<String> = resumed.iter().filter_map(Event::progress).collect();
+    // rmcp 3.9 replays from the Last-Event-ID event itself, so step 1 may come again.
+    let first = format!("{deployment}: 1/10 replicas updated");
+    let steps: Vec<&String> = steps.iter().skip_while(|m| **m == first).collect();
+    let want: Vec<String> = (2..=10).map(|i| format!("{deployment}: {i}/10 replicas updated")).collect();
+    assert_eq!(steps, want.iter().collect::<Vec<_>>(), "every step after the first, in order, none lost:\n{trace}");
+    assert!(resumed.iter().all(|e| e.id.as_deref().is_some_and(|i| i.ends_with(&format!("/{stream}")))), "events of another stream:\n{trace}");
+    let result = resumed.last().map(Event::message).unwrap_or_default();
+    assert_eq!(result["id"], id, "the call's result ends the resumed stream:\n{trace}");
+    result
 }
 
 /// `notifications/cancelled` for a running tools/call: the job and everything it started are
@@ -215,14 +244,7 @@ async fn a_lost_call_stream_resumes_with_last_event_id() {
         .send()
         .await
         .unwrap();
-    let mut events = Events::new(response);
-    let priming = events.next(Duration::from_secs(10)).await.expect("a priming event");
-    let stream = priming.id.as_deref().and_then(|id| id.strip_prefix("0/")).unwrap_or_else(|| panic!("priming event without a stream id: {priming:?}")).to_owned();
-    assert_eq!((priming.data.as_str(), priming.retry), ("", Some(3000)), "{priming:?}");
-    let first = events.next(Duration::from_secs(20)).await.expect("a first progress event");
-    assert_eq!(first.progress().as_deref(), Some("resumed: 1/10 replicas updated"), "{first:?}");
-    assert_eq!(first.id.as_deref(), Some(format!("1/{stream}").as_str()), "{first:?}");
-    drop(events);
+    let stream = read_until_first_step(Events::new(response), "resumed").await;
 
     // Step 2 (and maybe 3) goes out while nobody listens. The GET must come before the call
     // ends (about 3 s from now): rmcp forgets a call's stream once its answer was sent.
@@ -234,17 +256,7 @@ async fn a_lost_call_stream_resumes_with_last_event_id() {
         .await
         .unwrap();
     let resumed = Events::new(response).rest(Duration::from_secs(20)).await;
-    let trace: Vec<String> = resumed.iter().map(|e| format!("{:?} {}", e.id, e.data)).collect();
-    let trace = trace.join("\n");
-    eprintln!("resumed after 1/{stream}:\n{trace}");
-    let steps: Vec<String> = resumed.iter().filter_map(Event::progress).collect();
-    // rmcp 3.9 replays from the Last-Event-ID event itself, so step 1 may come again.
-    let steps: Vec<&String> = steps.iter().skip_while(|m| m.as_str() == "resumed: 1/10 replicas updated").collect();
-    let want: Vec<String> = (2..=10).map(|i| format!("resumed: {i}/10 replicas updated")).collect();
-    assert_eq!(steps, want.iter().collect::<Vec<_>>(), "every step after the first, in order, none lost:\n{trace}");
-    assert!(resumed.iter().all(|e| e.id.as_deref().is_some_and(|id| id.ends_with(&format!("/{stream}")))), "events of another stream:\n{trace}");
-    let result = resumed.last().map(Event::message).unwrap_or_default();
-    assert_eq!(result["id"], 3, "the call's result ends the resumed stream:\n{trace}");
+    let result = assert_resumed(&resumed, "resumed", &stream, 3);
     let text = result["result"]["content"][0]["text"].as_str().unwrap_or_default();
     assert!(text.contains("rolled out: 10/10"), "{text}");
 }
