@@ -141,6 +141,14 @@ impl SseTrimmer {
         Self { rewrite, limits, pending: Vec::new() }
     }
 
+    /// The clock for what follows: a server request is sealed with the time it passes, not
+    /// the time its stream opened (a GET stream lives for hours).
+    pub fn set_now(&mut self, now: u64) {
+        if let Some(seal) = self.rewrite.seal.as_mut() {
+            seal.now = now;
+        }
+    }
+
     /// Takes the next chunk; returns the bytes to send on in its place.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TrimError> {
         self.pending.extend_from_slice(chunk);
@@ -330,5 +338,23 @@ mod tests {
         let limits = Limits { max_body_bytes: 64, ..Limits::default() };
         let mut t = SseTrimmer::new(visible(&[]), limits);
         assert!(matches!(t.push(&[b'x'; 100]), Err(TrimError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn server_requests_are_sealed_with_the_time_they_pass() {
+        use crate::relay::{RequestSealer, StreamSeal, ANSWER_WITHIN_SECONDS};
+        use crate::session::Owner;
+        let owner = Owner { workload: "spiffe://td/w".into(), user: None };
+        let seal = StreamSeal { sealer: RequestSealer::new([3; 32]), owner: owner.clone(), session: Some("S".into()), now: 0 };
+        let mut t = SseTrimmer::new(Rewrite { visible: None, seal: Some(seal.clone()) }, Limits::default());
+        // The stream opened at 0; the request passes at 5000.
+        t.set_now(5000);
+        let out = t.push(b"id: 4\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"roots/list\"}\n\n").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("id: 4\n"), "the event id stays: {text}");
+        let data: Value = serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+        let sealed = data["id"].as_str().unwrap();
+        assert!(seal.sealer.open(&owner, Some("S"), sealed, 5000 + ANSWER_WITHIN_SECONDS).is_ok());
+        assert!(seal.sealer.open(&owner, Some("S"), sealed, 5001 + ANSWER_WITHIN_SECONDS).is_err());
     }
 }

@@ -87,6 +87,7 @@ impl Listing {
                 }
             }
             Listing::Sse { trimmer, .. } => {
+                trimmer.set_now(crate::now_unix());
                 let result = read_body(body_size).and_then(|chunk| {
                     let mut out = trimmer.push(&chunk)?;
                     if end_of_stream {
