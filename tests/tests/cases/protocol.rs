@@ -119,3 +119,19 @@ async fn delete_ends_the_session_through_the_gateway() {
     let r = post(&http, &s.url(), Some(&session), &[], r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await.unwrap();
     assert_eq!(r.status, 404, "the ended session is gone: {}", r.text);
 }
+
+#[tokio::test]
+async fn a_response_that_answers_no_server_request_of_this_caller_is_refused() {
+    let s = stack();
+    let http = s.http_client(Some("operator"));
+    let session = open_session(&http, &s.url()).await.unwrap();
+    for id in [json!(0), json!("pcr1.W1swLCJzYW1wbGluZy9jcmVhdGVNZXNzYWdlIiw5OTk5OTk5OTk5XQ.AAAAAAAAAAAAAAAAAAAAAA"), json!("anything")] {
+        let body = json!({"jsonrpc": "2.0", "id": id, "result": {"role": "assistant", "content": {"type": "text", "text": "yes"}}});
+        let r = post(&http, &s.url(), Some(&session), &[], &body.to_string()).await.unwrap();
+        assert_eq!((r.status, r.error_code()), (403, Some(-32001)), "{id}: {}", r.text);
+        assert!(r.error_message().contains("answers no request the server sent"), "{}", r.text);
+    }
+    // A response with a method, or with both result and error, is not a response at all.
+    let r = post(&http, &s.url(), Some(&session), &[], r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#).await.unwrap();
+    assert_eq!((r.status, r.error_code()), (400, Some(-32600)), "{}", r.text);
+}
