@@ -23,7 +23,6 @@ use upstream_error::UpstreamError;
 
 use portcullis_core::error::{RejectKind, Rejection};
 use portcullis_core::gateway::{check_transport, reject_body_on, Gateway, RequestContext, Transport};
-use portcullis_core::listing::Rewrite;
 use portcullis_core::jsonrpc::Id;
 use portcullis_core::record::{DecisionRecord, Outcome};
 use portcullis_core::TICKET_HEADER;
@@ -354,8 +353,7 @@ impl Filter {
                         return action;
                     }
                 }
-                let seal = gateway.stream_seal(&allowed.forward.owner, allowed.forward.session.as_deref(), now_unix());
-                self.listing = Listing::for_answer(Rewrite { visible: allowed.visible.clone(), seal }, allowed.id.clone());
+                self.rewrite_answer(&gateway, &allowed.forward, allowed.visible.clone(), allowed.id.clone());
                 if let Some(ticket) = &allowed.ticket {
                     if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, TICKET_HEADER, Some(ticket)) {
                         log::error!("portcullis: cannot set ticket header: {status:?}");

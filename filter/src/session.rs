@@ -4,7 +4,8 @@
 use portcullis_core::caller::CALLER_HEADER;
 use portcullis_core::error::Rejection;
 use portcullis_core::gateway::{Forward, Gateway, McpHeaders, RequestContext};
-use portcullis_core::listing::Rewrite;
+use portcullis_core::jsonrpc::Id;
+use portcullis_core::listing::{Rewrite, Visible};
 use portcullis_core::session::{Owner, SESSION_HEADER};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
@@ -44,9 +45,7 @@ impl Filter {
         match gateway.admit_without_body(http_method, ctx) {
             Ok(forward) => {
                 let user = forward.owner.user.as_ref().map(|(_, sub)| sub.clone());
-                // The server's stream may carry requests to the client: their ids get sealed.
-                let seal = gateway.stream_seal(&forward.owner, forward.session.as_deref(), now_unix());
-                self.listing = Listing::for_answer(Rewrite { visible: None, seal }, None);
+                self.rewrite_answer(gateway, &forward, None, None);
                 self.forward_session(forward)?;
                 Ok(user)
             }
@@ -65,6 +64,14 @@ impl Filter {
         }
         self.session.owner = Some(forward.owner);
         Ok(())
+    }
+
+    /// How the answer to an admitted request is rewritten: trimmed to `visible` for a list
+    /// method, and, since any event stream may carry requests from the server to the client,
+    /// with those requests' ids sealed to this caller and session.
+    pub(crate) fn rewrite_answer(&mut self, gateway: &Gateway, forward: &Forward, visible: Option<Visible>, id: Option<Id>) {
+        let seal = gateway.stream_seal(&forward.owner, forward.session.as_deref(), now_unix());
+        self.listing = Listing::for_answer(Rewrite { visible, seal }, id);
     }
 
     /// A client response goes upstream with the server request's own id: the body is replaced,

@@ -179,6 +179,20 @@ pub(crate) fn assert_resumed(resumed: &[Event], deployment: &str, stream: &str, 
     result
 }
 
+/// Sends a ten-step `watch_rollout` of `deployment` as request `id`, ticketed, on `session`
+/// straight to the runner; returns the ticket and the call's (streaming) response.
+async fn start_rollout(s: &Stack, http: &reqwest::Client, session: &str, deployment: &str, id: i64) -> (super::direct::Minted, reqwest::Response) {
+    let args = json!({"namespace": "team-c", "deployment": deployment, "replicas": 10});
+    let ticket = mint(s, "watch_rollout", &args, 0);
+    let response = request(s, http, reqwest::Method::POST, session, ("x-portcullis-ticket", &ticket.token(session)))
+        .header("content-type", "application/json")
+        .body(rollout_call(id, &args))
+        .send()
+        .await
+        .unwrap();
+    (ticket, response)
+}
+
 /// `notifications/cancelled` for a running tools/call: the job and everything it started are
 /// killed and its sandbox destroyed, the call's event stream ends with no answer to it, and
 /// the audit trail records the cancellation (after the teardown: no process of the job is
@@ -188,14 +202,7 @@ async fn a_cancelled_call_is_stopped_and_gets_no_answer() {
     let s = stack();
     let http = s.http_client(Some("gateway"));
     let session = open_direct_session(s, &http, OPERATOR).await.expect("a session");
-    let args = json!({"namespace": "team-c", "deployment": "cancelled", "replicas": 10});
-    let ticket = mint(s, "watch_rollout", &args, 0);
-    let response = request(s, &http, reqwest::Method::POST, &session, ("x-portcullis-ticket", &ticket.token(&session)))
-        .header("content-type", "application/json")
-        .body(rollout_call(7, &args))
-        .send()
-        .await
-        .unwrap();
+    let (ticket, response) = start_rollout(s, &http, &session, "cancelled", 7).await;
     let mut events = Events::new(response);
     loop {
         let event = events.next(Duration::from_secs(20)).await.expect("the call's stream ended before any progress");
@@ -236,14 +243,7 @@ async fn a_lost_call_stream_resumes_with_last_event_id() {
     let s = stack();
     let http = s.http_client(Some("gateway"));
     let session = open_direct_session(s, &http, OPERATOR).await.expect("a session");
-    let args = json!({"namespace": "team-c", "deployment": "resumed", "replicas": 10});
-    let ticket = mint(s, "watch_rollout", &args, 0);
-    let response = request(s, &http, reqwest::Method::POST, &session, ("x-portcullis-ticket", &ticket.token(&session)))
-        .header("content-type", "application/json")
-        .body(rollout_call(3, &args))
-        .send()
-        .await
-        .unwrap();
+    let (_ticket, response) = start_rollout(s, &http, &session, "resumed", 3).await;
     let stream = read_until_first_step(Events::new(response), "resumed").await;
 
     // Step 2 (and maybe 3) goes out while nobody listens. The GET must come before the call
