@@ -524,6 +524,7 @@ async fn sandbox_phase(ctx: &Ctx) -> Result<Vec<sandbox_bench::SandboxResult>> {
         timeout: Duration::from_secs(10),
         max_output_bytes: 64 << 10,
         progress: None,
+        ..JobSpec::default()
     };
     // Where the runner puts its job dirs too ($TMPDIR): the teardown cost depends on the file
     // system the job dir is on.

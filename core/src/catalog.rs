@@ -6,7 +6,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::placement::Placement;
 use crate::schema::{CompileError, Schema};
+
+pub mod kubernetes;
+
+pub use kubernetes::KubernetesExecution;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,6 +91,12 @@ fn default_max_output() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct Execution {
     pub local: LocalExecution,
+    /// How the Kubernetes backend runs the tool; absent: it runs only on the local backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesExecution>,
+    /// Where the tool runs unless the policy decision says otherwise.
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 impl Default for LocalExecution {
@@ -141,6 +152,8 @@ pub enum CatalogError {
     BuiltinKind(String),
     #[error("tool {tool:?}: plan: {reason}")]
     PlanUse { tool: String, reason: String },
+    #[error("tool {tool:?}: execution: {reason}")]
+    Execution { tool: String, reason: String },
     #[error("tool {tool:?}: input_schema: {error}")]
     Schema { tool: String, error: CompileError },
 }
@@ -184,9 +197,13 @@ impl Catalog {
                 }
                 (Some(_), Kind::Approval) => {}
                 (Some(_), _) | (None, Kind::Approval) => return Err(CatalogError::BuiltinKind(tool.name)),
-                (None, _) if tool.execution.local.command.is_empty() => return Err(CatalogError::EmptyCommand(tool.name)),
+                // A tool may run only on Kubernetes, with its command there.
+                (None, _) if tool.execution.local.command.is_empty() && tool.execution.kubernetes.as_ref().is_none_or(|k| k.command.is_empty()) => {
+                    return Err(CatalogError::EmptyCommand(tool.name))
+                }
                 (None, _) => {}
             }
+            check_execution(&tool)?;
             let schema = Schema::compile(&tool.input_schema).map_err(|error| CatalogError::Schema { tool: tool.name.clone(), error })?;
             schemas.insert(tool.name.clone(), schema);
             if let Some(dup) = tools.insert(tool.name.clone(), tool) {
@@ -233,6 +250,24 @@ impl Catalog {
             .collect();
         json!({ "tools": tools })
     }
+}
+
+/// The tool's Kubernetes section and default placement are well-formed, and a tool placed on
+/// Kubernetes by default says how to run there.
+fn check_execution(tool: &Tool) -> Result<(), CatalogError> {
+    let fail = |reason: String| Err(CatalogError::Execution { tool: tool.name.clone(), reason });
+    let exec = &tool.execution;
+    if let Err(reason) = exec.placement.validate() {
+        return fail(format!("placement: {reason}"));
+    }
+    if let Some(k) = &exec.kubernetes {
+        if let Err(reason) = k.validate() {
+            return fail(format!("kubernetes: {reason}"));
+        }
+    } else if exec.placement.backend == crate::placement::KUBERNETES {
+        return fail("placed on kubernetes without a kubernetes section".into());
+    }
+    Ok(())
 }
 
 /// An apply tool's `plan` section must name plan tools of this catalog, and arguments its

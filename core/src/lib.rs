@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod json;
 pub mod jsonrpc;
 pub mod listing;
+pub mod placement;
 pub mod plan;
 pub mod ratelimit;
 pub mod record;

@@ -76,7 +76,7 @@ fn job(argv: &[&str]) -> JobSpec {
         stdin: vec![],
         timeout: Duration::from_secs(20),
         max_output_bytes: 1 << 20,
-        progress: None,
+        ..JobSpec::default()
     }
 }
 

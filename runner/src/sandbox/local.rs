@@ -200,6 +200,7 @@ impl LocalNamespaces {
             timeout: Duration::from_secs(10),
             max_output_bytes: 64 << 10,
             progress: None,
+            ..JobSpec::default()
         };
         let unsupported = |what: String, source: Option<io::Error>| SandboxError::Unsupported {
             what: format!("{what}{}", host_hints()),

@@ -17,7 +17,7 @@ pub mod progress;
 pub use progress::{ProgressLimits, ProgressStats};
 
 /// One job: a command to run once, in an environment created for it alone.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct JobSpec {
     /// Identifies the job in logs and (shortened) in the sandbox's hostname.
     pub job_id: String,
@@ -38,6 +38,24 @@ pub struct JobSpec {
     /// message, bounded and coalesced, never blocking the job. `None` discards them; the job
     /// gets its progress channel either way, so it behaves the same.
     pub progress: Option<tokio::sync::mpsc::Sender<String>>,
+    /// Who and what the job is for, for the labels of what a backend creates (a Kubernetes
+    /// namespace carries them, so an operator and the reaper can tell whose it is).
+    pub meta: JobMeta,
+    /// The tool's `execution.kubernetes` section; the Kubernetes backend refuses a job
+    /// without one. Other backends ignore it.
+    pub kubernetes: Option<portcullis_core::catalog::KubernetesExecution>,
+    /// Kubernetes only: the nodes the job's pod may run on (the decided placement's).
+    pub node_selector: std::collections::BTreeMap<String, String>,
+}
+
+/// The decided call a job executes.
+#[derive(Debug, Clone, Default)]
+pub struct JobMeta {
+    pub tool: String,
+    /// `sha256:<hex>` of the call.
+    pub plan_hash: String,
+    /// The caller: the user if there is one, else the workload.
+    pub requester: String,
 }
 
 /// What a job did. Returned only after its environment has been torn down.

@@ -49,6 +49,9 @@ pub fn job_for(tool: &Tool, arguments: Option<&Map<String, Value>>, job_id: &str
         timeout: Duration::from_secs(local.timeout_seconds),
         max_output_bytes: local.max_output_bytes,
         progress: None,
+        meta: crate::sandbox::JobMeta { tool: tool.name.clone(), ..Default::default() },
+        kubernetes: tool.execution.kubernetes.clone(),
+        node_selector: Default::default(),
     })
 }
 
