@@ -10,8 +10,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod backend_suite;
 pub mod conformance;
 pub mod h2raw;
+pub mod kube;
 pub mod mcp;
 pub mod otlp;
 

@@ -1,4 +1,5 @@
 mod audit;
+mod backends;
 mod config;
 mod conformance;
 mod control;
@@ -6,6 +7,8 @@ mod denial;
 mod direct;
 mod gateway;
 mod identity;
+mod kube_backend;
+mod kube_harness;
 mod listing;
 mod plan_hash;
 mod policy;
