@@ -37,8 +37,22 @@ lint: setup
 check-opa: setup runner
 	.venv/bin/python tests/opa/cross_check.py
 
+# The Helm chart (charts/portcullis): rendered and linted with the Helm SDK, every object checked
+# against the Kubernetes schema and asserted on, the plain-Envoy variant's gateway validated and
+# run with the built filter and runner, the Istio EnvoyFilter's Envoy content validated, and the
+# filter's OCI artifact checked (tests/chart).
+.PHONY: chart-test
+chart-test: setup wasm runner
+	.venv/bin/python tests/chart/run.py
+
+# The filter as an OCI artifact (an OCI image layout under target/oci/, no container tool
+# needed) and the runner image (deploy/Dockerfile) where docker or buildah works.
+.PHONY: images
+images: wasm
+	deploy/build-images.sh
+
 # Every test. End-to-end tests start the release runner and real Envoy with the built filter.
-test: build validate-envoy lint check-opa
+test: build validate-envoy lint check-opa chart-test
 	$(PORTCULLIS) policy test
 	$(CARGO) test --workspace --release -- --include-ignored
 
