@@ -62,6 +62,7 @@ fn claims(tool: &str, args: &Value, exp_offset: i64) -> Claims {
         plan_hash: plan_hash(tool, args.as_object()).unwrap(),
         decision_id: jti.clone(),
         require_approval: false,
+        placement: None,
         policy_version: "sha256:test".into(),
         jti,
         iat: now(),
