@@ -126,12 +126,13 @@ impl Backends {
         if let Err(reason) = placement.validate() {
             return Err(refuse(format!("placement {} is not valid: {reason}", placement.describe())));
         }
+        let Some(entry) = self.get(placement) else {
+            return Err(refuse(format!("this runner has no backend for placement {} (it has: {})", placement.describe(), self.available().join(", "))));
+        };
         if placement.backend == KUBERNETES && tool.execution.kubernetes.is_none() {
             return Err(refuse(format!("it is placed on {} but its catalog entry has no execution.kubernetes section", placement.describe())));
         }
-        self.get(placement).ok_or_else(|| {
-            refuse(format!("this runner has no backend for placement {} (it has: {})", placement.describe(), self.available().join(", ")))
-        })
+        Ok(entry)
     }
 }
 
@@ -299,6 +300,8 @@ mod tests {
 
         let mut kube_tool = local_tool.clone();
         kube_tool.execution.kubernetes = Some(serde_json::from_value(json!({"image": "registry.example/t@sha256:00"})).unwrap());
+        let e = b.pick(&kube(Some("mars")), &local_tool).err().unwrap();
+        assert!(e.message.contains("no backend for placement kubernetes/mars"), "what is missing first: {}", e.message);
         let e = b.pick(&kube(Some("mars")), &kube_tool).err().unwrap();
         assert_eq!(e.code.0, PLACEMENT_UNAVAILABLE);
         assert!(e.message.contains("no backend for placement kubernetes/mars (it has: local, kubernetes/eu, kubernetes/us)"), "{}", e.message);

@@ -7,6 +7,7 @@ mod direct;
 mod gateway;
 mod identity;
 mod listing;
+mod placement;
 mod plan_hash;
 mod policy;
 mod progress;
