@@ -225,7 +225,8 @@ pub struct ServeOptions {
     pub ticket_public_key_pem: Vec<u8>,
     pub ticket_issuer: String,
     pub tls: rustls::ServerConfig,
-    /// Where jobs run: at least the local backend, as (`local`, no context).
+    /// Where jobs run, by placement (`up` and `serve` register the local backend as `local`
+    /// with no context).
     pub backends: Backends,
     /// Answer single requests with `application/json` instead of an event stream.
     pub json_response: bool,
