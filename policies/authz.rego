@@ -12,6 +12,7 @@
 #   break_glass    a user group plus a non-empty claim that unlocks irreversible tools
 #   change_windows tools callable only inside weekday + HH:MM (UTC) windows, on input.time
 #   arguments      wildcards in resource names, protected namespaces, production targets
+#   placements     where an allowed call's job runs, by tool or by risk (else the catalog's)
 #
 # A tools/call needs the workload's roles to permit the tool AND, when a user is present or the
 # tool needs one, the user's roles too. tools/list gets visible_tools: the tools for which the
@@ -454,7 +455,18 @@ visible_tools := sort({t |
 	count(tool_denials(t)) == 0
 })
 
+# Where an allowed call's job runs: data.portcullis.placements names it by tool, else by the
+# tool's catalog risk. Named nowhere: no placement, and the tool's catalog default
+# (execution.placement) applies. The gateway signs it into the ticket; the runner runs the job
+# there or refuses the call. A malformed placement denies the call (portcullis.placement).
+placement := data.portcullis.placements.tools[call_tool] if call_tool
+else := data.portcullis.placements.risks[catalog[call_tool].risk] if call_tool
+
 decision := object.union(verdict, {"visible_tools": visible_tools}) if input.method == "tools/list"
 else := object.union(verdict, {"visible_resources": visible_resources}) if input.method in {"resources/list", "resources/templates/list"}
 else := object.union(verdict, {"visible_prompts": visible_prompts}) if input.method == "prompts/list"
+else := object.union(verdict, {"placement": placement}) if {
+	allowed
+	placement
+}
 else := verdict

@@ -635,3 +635,50 @@ test_visible_resources_and_prompts_match_decisions if {
 		}
 	}
 }
+
+# --- placements ------------------------------------------------------------------------------
+
+eu := {"backend": "kubernetes", "context": "prod-eu", "node_selector": {"topology.kubernetes.io/region": "eu-west-1"}}
+
+test_placement_by_tool_then_by_risk if {
+	places := {"tools": {"word_count": eu}, "risks": {"low": {"backend": "local"}}}
+	by_tool := authz.decision with input as call(reader, null, "word_count", {"text": "a"}, monday_10) with data.portcullis.placements as places
+	by_tool.allow
+	by_tool.placement == eu
+	by_risk := authz.decision with input as call(reader, null, "list_pods", {"namespace": "team-a"}, monday_10) with data.portcullis.placements as places
+	by_risk.placement == {"backend": "local"}
+}
+
+test_a_call_placed_nowhere_has_no_placement if {
+	# The tool's catalog default then applies. (A bundle without data.portcullis.placements at
+	# all: core/tests/policies.rs, which can take the key out.)
+	d := authz.decision with input as call(reader, null, "word_count", {"text": "a"}, monday_10)
+	d.allow
+	not d.placement
+	none := authz.decision with input as call(reader, null, "inspect_sandbox", {}, monday_10) with data.portcullis.placements as {}
+	none.allow
+	not none.placement
+}
+
+test_only_allowed_calls_are_placed if {
+	places := {"tools": {"word_count": eu, "apply_config": eu}}
+	denied := authz.decision with input as call(reader, null, "apply_config", {"name": "x", "content": "y"}, monday_10) with data.portcullis.placements as places
+	not denied.allow
+	not denied.placement
+	list := authz.decision with input as rpc(reader, null, "tools/list", monday_10) with data.portcullis.placements as places
+	not list.placement
+}
+
+test_shipped_placements_keep_jobs_local if {
+	sandbox := authz.decision with input as call(reader, null, "inspect_sandbox", {}, monday_10)
+	sandbox.placement == {"backend": "local"}
+	glass := authz.decision with input as call(operator, carol, "delete_namespace", {"namespace": "team-a"}, monday_10)
+	glass.allow
+	glass.placement == {"backend": "local"}
+	every p in data.portcullis.placements.tools {
+		p.backend == "local"
+	}
+	every p in data.portcullis.placements.risks {
+		p.backend == "local"
+	}
+}

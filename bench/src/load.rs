@@ -130,6 +130,7 @@ impl Minter {
             plan_hash: portcullis_core::plan::plan_hash(tool, Some(arguments))?,
             decision_id: id.clone(),
             require_approval: false,
+            placement: None,
             policy_version: "bench".into(),
             jti: id,
             iat: now,

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::Catalog;
 use crate::decision_cache::{self, DecisionCache};
+use crate::placement::Placement;
 use crate::userjwt::VerifiedUser;
 
 /// The rule every bundle must define.
@@ -155,7 +156,16 @@ pub struct Decision {
     /// it for an identical input until the policy changes (crate::decision_cache). Absent: never.
     #[serde(default)]
     pub cacheable: bool,
+    /// For an allowed tools/call: where its job runs. Signed into the ticket, so the runner
+    /// runs the call exactly there or not at all. Absent: the tool's catalog default
+    /// (`execution.placement`). A placement that fails [`Placement::validate`] denies the
+    /// call (see [`RULE_INVALID_PLACEMENT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
 }
+
+/// The rule id of a decision denied because the policy named a malformed placement.
+pub const RULE_INVALID_PLACEMENT: &str = "portcullis.placement";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthzError {
@@ -264,8 +274,33 @@ fn eval(compiled: &regorus::CompiledPolicy, input: &Value) -> Result<Decision, A
             ..Decision::default()
         });
     }
-    let out = serde_json::to_value(&out).map_err(|e| AuthzError::Malformed(e.to_string()))?;
-    serde_json::from_value(out).map_err(|e| AuthzError::Malformed(e.to_string()))
+    let mut out = serde_json::to_value(&out).map_err(|e| AuthzError::Malformed(e.to_string()))?;
+    // The placement is read on its own: a malformed one denies this call with a reason the
+    // caller and the policy author can read, where any other malformed member is an error.
+    let placement = out.as_object_mut().and_then(|o| o.remove("placement"));
+    let mut decision: Decision = serde_json::from_value(out).map_err(|e| AuthzError::Malformed(e.to_string()))?;
+    match placement.map(checked_placement).transpose() {
+        Ok(placement) => decision.placement = placement.flatten(),
+        // Fail closed: a job is never sent somewhere that is not a place.
+        Err(reason) => {
+            decision.allow = false;
+            decision.require_approval = false;
+            decision.reasons = vec![format!("the policy named an invalid placement: {reason}")];
+            decision.rule_ids = vec![RULE_INVALID_PLACEMENT.into()];
+            decision.placement = None;
+        }
+    }
+    Ok(decision)
+}
+
+/// A decision's `placement` member: `null` is none; anything else must be a valid placement.
+fn checked_placement(value: Value) -> Result<Option<Placement>, String> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let placement: Placement = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    placement.validate()?;
+    Ok(Some(placement))
 }
 
 fn engine_with(bundle: &PolicyBundle, catalog: &Catalog) -> Result<regorus::Engine, AuthzError> {
@@ -357,6 +392,68 @@ mod tests {
         assert_eq!(PolicyTime::from_unix(0).weekday, "Thursday");
         assert_eq!(PolicyTime::from_unix(4 * 86_400 - 1).weekday, "Sunday");
         assert_eq!(PolicyTime::from_unix(4 * 86_400).weekday, "Monday");
+    }
+
+    /// A bundle whose decision names the placement the call's `where` argument gives, so one
+    /// authorizer can be asked for every shape.
+    fn placing_authorizer() -> Authorizer {
+        let source = "package portcullis.authz\n\nimport rego.v1\n\ndecision := {\"allow\": true, \"rule_ids\": [\"t\"], \"cacheable\": true, \"placement\": input.arguments.where} if input.arguments.where != \"none\"\n\ndecision := {\"allow\": true, \"rule_ids\": [\"t\"], \"cacheable\": true} if input.arguments.where == \"none\"\n";
+        let bundle = PolicyBundle { modules: vec![PolicyModule { name: "p.rego".into(), source: source.into() }], data: Value::Null };
+        let catalog = Catalog::from_value(json!({"version": 1, "tools": [{"name": "t", "description": "d", "kind": "query", "risk": "low", "owner": "o",
+            "input_schema": {"type": "object"}, "execution": {"local": {"command": ["true"], "timeout_seconds": 1}}}]}))
+        .unwrap();
+        Authorizer::new(&bundle, &catalog).unwrap()
+    }
+
+    fn placed(a: &Authorizer, place: Value) -> Decision {
+        let workload = Workload::from_spiffe_id("spiffe://td/ns/a/sa/b").unwrap();
+        let arguments = json!({"where": place});
+        let input = PolicyInput {
+            method: "tools/call",
+            tool: Some("t"),
+            arguments: arguments.as_object(),
+            plan_hash: Some("sha256:00"),
+            workload: &workload,
+            user: None,
+            user_error: Some("no bearer token"),
+            time: PolicyTime::from_unix(0),
+            mcp: McpInput::default(),
+        };
+        a.decide(&input).unwrap()
+    }
+
+    #[test]
+    fn a_policy_placement_is_part_of_the_decision_and_of_its_cache_entry() {
+        let a = placing_authorizer();
+        let eu = json!({"backend": "kubernetes", "context": "prod-eu", "node_selector": {"topology.kubernetes.io/region": "eu-west-1"}});
+        let d = placed(&a, eu.clone());
+        assert!(d.allow, "{d:?}");
+        let want: Placement = serde_json::from_value(eu.clone()).unwrap();
+        assert_eq!(d.placement.as_ref(), Some(&want));
+        // The cached decision is the same decision, placement included.
+        assert_eq!(placed(&a, eu), d);
+        assert_eq!(a.cache_counts().0, 1, "the second lookup was a hit");
+        assert_eq!(placed(&a, json!("none")).placement, None, "no placement: the catalog default");
+        assert_eq!(placed(&a, Value::Null).placement, None, "null is no placement");
+        assert!(placed(&a, Value::Null).allow);
+    }
+
+    #[test]
+    fn an_invalid_policy_placement_denies_the_call() {
+        let a = placing_authorizer();
+        for bad in [
+            json!({"backend": "mars"}),
+            json!({"backend": "local", "context": "prod-eu"}),
+            json!({"backend": "kubernetes", "node_selector": {"bad key!": "x"}}),
+            json!({"backend": "kubernetes", "zone": "eu"}),
+            json!("kubernetes"),
+        ] {
+            let d = placed(&a, bad.clone());
+            assert!(!d.allow, "{bad} allowed: {d:?}");
+            assert_eq!(d.rule_ids, vec![RULE_INVALID_PLACEMENT.to_owned()], "{bad}");
+            assert!(d.reasons.first().is_some_and(|r| r.starts_with("the policy named an invalid placement: ")), "{d:?}");
+            assert_eq!(d.placement, None);
+        }
     }
 
     #[test]

@@ -116,6 +116,7 @@ mod tests {
             plan_hash: "sha256:00".into(),
             decision_id: "d".into(),
             require_approval: false,
+            placement: None,
             policy_version: "v".into(),
             jti: "j".into(),
             iat: now(),

@@ -265,6 +265,7 @@ impl Gateway {
                     plan_hash: hash.clone(),
                     decision_id: decision_id.clone(),
                     require_approval: decision.require_approval,
+                    placement: decision.placement.clone(),
                     policy_version: self.authorizer.version().to_owned(),
                     jti: decision_id.clone(),
                     iat: ctx.now_unix,

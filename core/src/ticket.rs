@@ -31,6 +31,10 @@ pub struct Claims {
     pub plan_hash: String,
     pub decision_id: String,
     pub require_approval: bool,
+    /// Where the call's job runs, as the policy decided; absent: the tool's catalog default.
+    /// Only the gateway's signature vouches for it: the agent never chooses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::placement::Placement>,
     /// Version (hash) of the policy bundle that decided.
     pub policy_version: String,
     pub jti: String,
@@ -188,6 +192,7 @@ mod tests {
             plan_hash: "sha256:00".into(),
             decision_id: "d".into(),
             require_approval: false,
+            placement: Some(crate::placement::Placement::default()),
             policy_version: "v".into(),
             jti: "j".into(),
             iat: now,

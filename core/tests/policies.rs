@@ -90,3 +90,35 @@ fn decision_cache_reuses_only_time_independent_decisions() {
     assert!(!outside.allow, "a windowed decision must follow the time: {outside:?}");
     assert_eq!(a.cached_decisions(), 1);
 }
+
+/// The default bundle names placements for some calls; without `placements` in its data (a
+/// policy author's data from before placements), every decision is as before, with no placement.
+#[test]
+fn placements_come_from_data_and_a_bundle_without_them_still_decides() {
+    use portcullis_core::authz::{PolicyInput, PolicyTime, Workload};
+
+    let reader = Workload::from_spiffe_id("spiffe://portcullis.local/ns/agents/sa/reader").unwrap();
+    let empty = serde_json::Map::new();
+    let input = |tool| PolicyInput {
+        method: "tools/call",
+        tool: Some(tool),
+        arguments: Some(&empty),
+        plan_hash: Some("sha256:00"),
+        workload: &reader,
+        user: None,
+        user_error: Some("no bearer token"),
+        time: PolicyTime::from_unix(1_790_000_000),
+        mcp: Default::default(),
+    };
+    let shipped = Authorizer::new(&bundle(), &catalog()).unwrap();
+    let d = shipped.decide(&input("inspect_sandbox")).unwrap();
+    assert!(d.allow, "{d:?}");
+    assert_eq!(d.placement, Some(portcullis_core::placement::Placement::default()), "the shipped data keeps it local");
+
+    let mut old = bundle();
+    old.data["portcullis"].as_object_mut().unwrap().remove("placements");
+    let old = Authorizer::new(&old, &catalog()).unwrap();
+    let d = old.decide(&input("inspect_sandbox")).unwrap();
+    assert!(d.allow, "{d:?}");
+    assert_eq!(d.placement, None, "no placement: the catalog default applies");
+}

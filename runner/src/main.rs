@@ -5,7 +5,6 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -270,7 +269,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 ticket_public_key_pem: std::fs::read(&ticket_public_key).with_context(|| format!("reading {}", ticket_public_key.display()))?,
                 ticket_issuer,
                 tls: tls.server_config(gateway_id)?,
-                backend: Arc::new(up::local_backend(exe)),
+                backends: up::local_backends(exe, control.limits())?,
                 json_response: false,
                 control: control.options(state_dir.join("runner"), key_pem),
                 audit: audit.clone(),

@@ -161,10 +161,11 @@ fn eval_allowed_exits_0_and_prints_the_decision_and_reasons() {
             "reasons": ["workload spiffe://portcullis.local/ns/agents/sa/reader may call inspect_sandbox as reader"],
             "rule_ids": ["tools.role.reader"],
             "cacheable": true,
+            "placement": {"backend": "local"},
         })
     );
     assert!(text.starts_with("{\n  \"allow\": true,"), "not pretty-printed:\n{text}");
-    assert_eq!(human, "ALLOWED\n  reason: workload spiffe://portcullis.local/ns/agents/sa/reader may call inspect_sandbox as reader\n  rules:  tools.role.reader\n");
+    assert_eq!(human, "ALLOWED\n  reason: workload spiffe://portcullis.local/ns/agents/sa/reader may call inspect_sandbox as reader\n  rules:  tools.role.reader\n  placement: local\n");
 }
 
 #[test]

@@ -12,7 +12,8 @@ data.portcullis.authz.decision twice:
 
 and requires the two decision documents to be identical, the exit status to match the
 verdict (0 allowed, 3 denied), and both to meet the case's `want` (allow, require_approval,
-rule_ids, and reasons and visible_tools when given). It then runs the Rego unit tests
+rule_ids, and reasons, visible_tools, cacheable and placement when given; `"placement": null`
+wants none). It then runs the Rego unit tests
 (`test_*` rules of the `*_test.rego` modules) under real OPA and requires every one to pass
 there, and to be the same tests, with the same outcome, that `portcullis policy test`
 (regorus) reports.
@@ -255,8 +256,8 @@ def case_problem(case) -> str | None:
         return "input null cannot be evaluated identically by both engines"
     want = case["want"]
     if not isinstance(want, dict) or not {"allow", "require_approval", "rule_ids"} <= set(want) <= {
-        "allow", "require_approval", "rule_ids", "reasons", "visible_tools", "cacheable"}:
-        return "want is {allow, require_approval, rule_ids[, reasons][, visible_tools][, cacheable]}"
+        "allow", "require_approval", "rule_ids", "reasons", "visible_tools", "cacheable", "placement"}:
+        return "want is {allow, require_approval, rule_ids[, reasons][, visible_tools][, cacheable][, placement]}"
     if "visible_tools" in want and not (isinstance(case["input"], dict) and case["input"].get("method") == "tools/list"):
         return "want.visible_tools is only for tools/list inputs"
     if not isinstance(want["allow"], bool) or not isinstance(want["require_approval"], bool):

@@ -281,6 +281,7 @@ fn bench_all(c: &mut Criterion) {
         plan_hash: allow[0].hash.clone(),
         decision_id: "0123456789abcdef0123456789abcdef".into(),
         require_approval: false,
+        placement: None,
         policy_version: f.gateway.policy_version().to_owned(),
         jti: "0123456789abcdef0123456789abcdef".into(),
         iat: now,

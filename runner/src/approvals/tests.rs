@@ -14,6 +14,7 @@ fn claims(user: Option<&str>, groups: &[&str], args: &str) -> Claims {
         plan_hash: portcullis_core::plan::plan_hash("restart_deployment", Some(&arguments)).unwrap(),
         decision_id: "d1".into(),
         require_approval: true,
+        placement: None,
         policy_version: "v1".into(),
         jti: "j".into(),
         iat: 0,

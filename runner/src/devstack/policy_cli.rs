@@ -55,7 +55,8 @@ pub fn eval_command(input: &Path, policies: &Path, catalog: &Path, json_only: bo
     Ok(ExitCode::from(if decision.allow { EXIT_ALLOWED } else { EXIT_DENIED }))
 }
 
-/// The verdict, one line per reason, the rule ids and, for tools/list, the visible tools.
+/// The verdict, one line per reason, the rule ids, the placement if the policy named one and,
+/// for tools/list, the visible tools.
 pub fn human_readable(decision: &Decision) -> String {
     let verdict = match (decision.allow, decision.require_approval) {
         (true, false) => "ALLOWED",
@@ -70,6 +71,9 @@ pub fn human_readable(decision: &Decision) -> String {
         out.push_str(&format!("  reason: {reason}\n"));
     }
     out.push_str(&format!("  rules:  {}\n", decision.rule_ids.join(", ")));
+    if let Some(placement) = &decision.placement {
+        out.push_str(&format!("  placement: {}\n", placement.describe()));
+    }
     if let Some(tools) = &decision.visible_tools {
         let tools = if tools.is_empty() { "(none)".to_owned() } else { tools.join(", ") };
         out.push_str(&format!("  visible tools: {tools}\n"));

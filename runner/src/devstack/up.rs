@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::devstack::certs::{self, DevPki};
 use crate::devstack::envoy_config::{ecds_response, find_envoy, process_env, render, split_for_ecds, with_otlp_tracing, AdminAddress, EnvoyParams};
 use crate::sandbox::local::LocalNamespaces;
+use crate::service::backends::{Backends, Limits};
 use crate::service::serve::{serve, ControlArgs, ServeOptions, SharedCatalog};
 use crate::devstack::reload;
 use crate::service::tls;
@@ -172,7 +173,7 @@ fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog, audit:
         ticket_public_key_pem: std::fs::read(&pki.ticket_public_key)?,
         ticket_issuer: "portcullis-gateway".into(),
         tls: tls::server_config(&pki.runner.cert, &pki.runner.key, &pki.ca_cert, vec![gateway_id])?,
-        backend: Arc::new(local_backend(exe)),
+        backends: local_backends(exe, opts.control.limits())?,
         json_response: opts.json_response,
         control: opts.control.options(opts.state_dir.join("runner"), std::fs::read(&pki.runner_signing_key)?),
         audit,
@@ -191,6 +192,13 @@ pub fn local_backend(exe: PathBuf) -> LocalNamespaces {
     } else {
         backend
     }
+}
+
+/// The runner's backends with only the local one, as (`local`, no context).
+pub fn local_backends(exe: PathBuf, limits: Limits) -> Result<Backends> {
+    let mut backends = Backends::new(limits);
+    backends.insert(portcullis_core::placement::LOCAL, None, Arc::new(local_backend(exe)))?;
+    Ok(backends)
 }
 
 /// Removes an admin socket a previous `up` left behind (Envoy cannot bind over it). Anything

@@ -18,12 +18,13 @@ use sha2::{Digest, Sha256};
 use crate::approvals::{Approval, DecideError, Gate, State};
 use crate::audit;
 use crate::plans::{PlanRecord, PlanRefusal};
-use crate::sandbox::{JobOutput, SandboxError};
+use crate::sandbox::{JobMeta, JobOutput, SandboxError};
+use crate::service::backends::{self, Entry};
 use crate::service::progress::run_reporting_progress;
 use crate::service::serve::{unix_now, Runner};
 use crate::service::tools::{job_for, render_output};
 use crate::store::rfc3339;
-use crate::telemetry;
+use crate::telemetry::{self, metrics};
 
 /// The call needs a person's approval, which is now pending: it was not run.
 pub const APPROVAL_PENDING: i32 = -32004;
@@ -32,7 +33,8 @@ pub const PLAN_REFUSED: i32 = -32005;
 /// The call's approval was denied, has expired, or was used already: it was not run.
 pub const APPROVAL_REFUSED: i32 = -32006;
 /// Audit events of the control plane beside [`crate::audit`]'s: a call refused before it ran
-/// (plan or approval), and an approval used by its one execution.
+/// (placement, queue, failing backend, plan or approval), and an approval used by its one
+/// execution.
 pub const CALL_REFUSED: &str = "call.refused";
 pub const APPROVAL_USED: &str = "approval.used";
 
@@ -70,9 +72,20 @@ impl Runner {
         if let Some(builtin) = tool.builtin {
             return self.builtin(builtin, arguments, claims);
         }
+        let placement = backends::effective(claims, tool);
         let refused = |e: McpError| {
-            self.audit(CALL_REFUSED, Some(claims), json!({"code": e.code.0, "reason": e.message}))?;
+            self.audit(CALL_REFUSED, Some(claims), json!({"code": e.code.0, "reason": e.message, "placement": placement.describe()}))?;
             Err(e)
+        };
+        // Where it runs is decided before anything else: a place this runner does not have
+        // refuses the call, and nothing of it runs anywhere else.
+        let entry = match self.backends.pick(&placement, tool) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(tool = %tool.name, decision = %claims.decision_id, placement = %placement.describe(), available = ?self.backends.available(), "placement unavailable");
+                metrics::call_refused("placement_unavailable", &placement.describe());
+                return refused(e);
+            }
         };
         let plan = match &tool.plan {
             Some(plan_use) => match self.plans.check_use(plan_use, &tool.name, arguments, claims, unix_now()).and_then(|checked| plan_policy(plan_rules, &checked.0, arguments, claims).map(|()| checked)) {
@@ -85,14 +98,28 @@ impl Runner {
             None => None,
         };
         let mut job = job_for(tool, arguments, &claims.decision_id).map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        job.meta = JobMeta { tool: tool.name.clone(), plan_hash: claims.plan_hash.clone(), requester: claims.user.clone().unwrap_or_else(|| claims.sub.clone()) };
+        job.node_selector.clone_from(&placement.node_selector);
+        // A backend that keeps failing gets no more jobs for a while: refused at once.
+        let pass = match entry.breaker.admit() {
+            Ok(pass) => pass,
+            Err(open) => {
+                metrics::call_refused("backend_failing", &entry.describe());
+                return refused(backends::backend_failing(entry, &tool.name, open));
+            }
+        };
         // The slot comes before the approval gate: a call cancelled while it waits has used up
         // nothing, not even its approval's one execution.
         let waiting = Instant::now();
         let cancel = &context.ct;
-        let slot = match self.queue.slot(cancel).await {
+        let slot = match entry.queue.slot(cancel).await {
             Ok(Some(slot)) if !cancel.is_cancelled() => slot,
-            Ok(_) => return Err(self.cancelled(claims, context, &job.job_id, waiting, None)?),
-            Err(e) => return Err(self.sandbox_failed(tool, claims, &e)?),
+            Ok(_) => return Err(self.cancelled(entry, claims, context, &job.job_id, waiting, None)?),
+            Err(full) => {
+                tracing::warn!(tool = %tool.name, decision = %claims.decision_id, placement = %entry.describe(), "job queue full: call refused");
+                metrics::call_refused("queue_full", &entry.describe());
+                return refused(backends::queue_full(entry, &tool.name, full));
+            }
         };
         if claims.require_approval {
             if let Err(e) = self.approval_gate(tool, arguments, claims) {
@@ -108,16 +135,19 @@ impl Runner {
             job.env.push(("PORTCULLIS_DRY_RUN".into(), "1".into()));
         }
         if cancel.is_cancelled() {
-            return Err(self.cancelled(claims, context, &job.job_id, waiting, None)?);
+            return Err(self.cancelled(entry, claims, context, &job.job_id, waiting, None)?);
         }
-        tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, "running");
+        tracing::info!(tool = %tool.name, workload = %claims.sub, decision = %claims.decision_id, plan = %claims.plan_hash, user = claims.user.as_deref().unwrap_or("-"), approval = claims.require_approval, placement = %placement.describe(), "running");
         let applies = plan.as_ref().map(|(record, _)| record.artifact.clone());
-        self.audit(audit::JOB_STARTED, Some(claims), json!({"job_id": job.job_id, "backend": self.backend.name(), "applies_plan": applies}))?;
+        self.audit(audit::JOB_STARTED, Some(claims), json!({"job_id": job.job_id, "backend": entry.backend.name(), "placement": placement.describe(), "applies_plan": applies}))?;
         let job_id = job.job_id.clone();
-        let out = match run_reporting_progress(slot, self.backend.as_ref(), job, context).await {
-            Ok(out) if out.cancelled => return Err(self.cancelled(claims, context, &job_id, waiting, Some(&out))?),
+        let ran = run_reporting_progress(slot, entry.backend.as_ref(), job, context).await;
+        // The breaker hears how the backend did (not how the tool did).
+        pass.report(&ran);
+        let out = match ran {
+            Ok(out) if out.cancelled => return Err(self.cancelled(entry, claims, context, &job_id, waiting, Some(&out))?),
             Ok(out) => out,
-            Err(e) => return Err(self.sandbox_failed(tool, claims, &e)?),
+            Err(e) => return Err(self.sandbox_failed(entry, tool, claims, &e)?),
         };
         tracing::info!(tool = %tool.name, exit = ?out.exit_code, timed_out = out.timed_out, ms = out.duration.as_millis() as u64, "finished");
         self.audit(
@@ -127,7 +157,7 @@ impl Runner {
                    "stdout_sha256": format!("sha256:{}", hex::encode(Sha256::digest(&out.stdout))), "stdout_bytes": out.stdout.len()}),
         )?;
         // Backend::execute returns only after the environment is gone.
-        self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": self.backend.name(), "duration_ms": out.duration.as_millis() as u64}))?;
+        self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": entry.backend.name(), "duration_ms": out.duration.as_millis() as u64}))?;
         let (text, failed) = render_output(&out);
         if tool.kind == Kind::Plan && !failed {
             if out.truncated {
@@ -142,10 +172,10 @@ impl Runner {
     }
 
     /// A sandbox that failed (its environment is gone): recorded, and the caller told why.
-    fn sandbox_failed(&self, tool: &Tool, claims: &Claims, e: &SandboxError) -> Result<McpError, McpError> {
-        tracing::error!(tool = %tool.name, error = %e.log_text(), "sandbox failed");
+    fn sandbox_failed(&self, entry: &Entry, tool: &Tool, claims: &Claims, e: &SandboxError) -> Result<McpError, McpError> {
+        tracing::error!(tool = %tool.name, placement = %entry.describe(), error = %e.log_text(), "sandbox failed");
         self.audit(audit::JOB_ABORTED, Some(claims), json!({"error": e.agent_message()}))?;
-        self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": self.backend.name()}))?;
+        self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": entry.backend.name()}))?;
         Ok(McpError::internal_error(format!("sandbox failed: {}", e.agent_message()), None))
     }
 
@@ -153,7 +183,7 @@ impl Runner {
     /// and its sandbox destroyed before this), `None` when it left the queue without starting.
     /// The error returned is never sent (MCP: a cancelled request gets no response; rmcp drops
     /// it), but it ends the call's span as cancelled.
-    fn cancelled(&self, claims: &Claims, context: &RequestContext<RoleServer>, job_id: &str, waiting: Instant, ran: Option<&JobOutput>) -> Result<McpError, McpError> {
+    fn cancelled(&self, entry: &Entry, claims: &Claims, context: &RequestContext<RoleServer>, job_id: &str, waiting: Instant, ran: Option<&JobOutput>) -> Result<McpError, McpError> {
         let ran_ms = ran.map_or(0, |out| out.duration.as_millis() as u64);
         tracing::info!(tool = %claims.tool, decision = %claims.decision_id, request = %context.id, started = ran.is_some(), ran_ms, "cancelled by the caller");
         // Only the caller that opened a session can send on it (see the session guard), and a
@@ -165,7 +195,7 @@ impl Runner {
                    "waited_ms": (waiting.elapsed().as_millis() as u64).saturating_sub(ran_ms), "ran_ms": ran_ms}),
         )?;
         if ran.is_some() {
-            self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": self.backend.name(), "duration_ms": ran_ms}))?;
+            self.audit(audit::SANDBOX_DESTROYED, Some(claims), json!({"backend": entry.backend.name(), "duration_ms": ran_ms}))?;
         }
         Ok(McpError::new(ErrorCode(REQUEST_CANCELLED), "the request was cancelled", Some(json!({"tool": claims.tool}))))
     }

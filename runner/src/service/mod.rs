@@ -1,5 +1,7 @@
 //! The runner service (`portcullis serve`): what runs in production beside the gateway.
 
+pub mod backends;
+pub mod breaker;
 pub mod call;
 pub mod progress;
 pub mod queue;

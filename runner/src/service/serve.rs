@@ -28,8 +28,8 @@ use serde_json::json;
 use crate::approvals::webhook::Webhook;
 use crate::approvals::Approvals;
 use crate::plans::Plans;
-use crate::sandbox::Backend;
-use crate::service::queue::{JobQueue, MAX_JOBS};
+use crate::service::backends::{Backends, Limits};
+use crate::service::queue::{MAX_JOBS, MAX_QUEUED};
 use crate::service::session_guard::SessionGuard;
 use crate::store::Store;
 use crate::telemetry::{self, call::TICKET_CHECK, CallSpan};
@@ -63,9 +63,8 @@ pub struct Runner {
     pub plans: Plans,
     pub approvals: Approvals,
     pub webhook: Option<Arc<Webhook>>,
-    pub backend: Arc<dyn Backend>,
-    /// Calls wait here for a sandbox slot.
-    pub queue: JobQueue,
+    /// Where jobs run, by placement, each place with its own queue and circuit breaker.
+    pub backends: Backends,
     /// The audit trail: record each event (see [`crate::audit`] for the names) with the
     /// call's `decision_id` before the response that it records is sent.
     pub audit: Arc<crate::audit::AuditLog>,
@@ -226,7 +225,9 @@ pub struct ServeOptions {
     pub ticket_public_key_pem: Vec<u8>,
     pub ticket_issuer: String,
     pub tls: rustls::ServerConfig,
-    pub backend: Arc<dyn Backend>,
+    /// Where jobs run, by placement (`up` and `serve` register the local backend as `local`
+    /// with no context).
+    pub backends: Backends,
     /// Answer single requests with `application/json` instead of an event stream.
     pub json_response: bool,
     pub control: ControlOptions,
@@ -250,9 +251,28 @@ pub struct ControlArgs {
     /// POST each new pending approval (JSON, Slack-compatible `text`) to this URL.
     #[arg(long)]
     pub approval_webhook: Option<String>,
+    /// Jobs that run at once per backend (placement). Hidden: for tests that need a small one.
+    #[arg(long, hide = true, default_value_t = MAX_JOBS, value_parser = at_least_one)]
+    pub max_jobs: usize,
+    /// Calls that may wait for a job slot per backend (placement); one more is refused at
+    /// once. Hidden: for tests that need a small one.
+    #[arg(long, hide = true, default_value_t = MAX_QUEUED)]
+    pub max_queued: usize,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of at least 1")),
+    }
 }
 
 impl ControlArgs {
+    /// The limits of each backend entry.
+    pub fn limits(&self) -> Limits {
+        Limits { max_jobs: self.max_jobs, max_queued: self.max_queued, ..Limits::default() }
+    }
+
     pub fn options(&self, state_dir: std::path::PathBuf, signing_key_pem: Vec<u8>) -> ControlOptions {
         ControlOptions {
             state_dir,
@@ -308,7 +328,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
     let guard_tickets = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let callers = CallerVerifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let ControlPlane { store, plans, approvals, webhook } = opts.control.open()?;
-    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, store, plans, approvals, webhook, backend: opts.backend, queue: JobQueue::new(MAX_JOBS), audit: opts.audit });
+    let runner = Arc::new(Runner { catalog: opts.catalog, verifier, store, plans, approvals, webhook, backends: opts.backends, audit: opts.audit });
     let mut config = StreamableHttpServerConfig::default();
     if opts.json_response {
         // JSON answers need the stateless mode in rmcp; sessions are not used by the gateway.

@@ -5,7 +5,9 @@
 //! |---|---|---|---|
 //! | `mcp.server.operation.duration` | histogram | s | `mcp.method.name`, `gen_ai.tool.name`, `gen_ai.operation.name`, `error.type` on failure |
 //! | `portcullis.runner.jobs` | counter | `{job}` | `portcullis.job.outcome` (`succeeded`, `failed`, `timed_out`, `sandbox_error`), `portcullis.sandbox.backend` |
-//! | `portcullis.runner.queue.depth` | up-down counter | `{job}` | (none): jobs waiting for a sandbox slot |
+//! | `portcullis.runner.queue.depth` | up-down counter | `{job}` | `portcullis.placement`: calls waiting for a sandbox slot of that backend entry |
+//! | `portcullis.runner.calls.refused` | counter | `{call}` | `portcullis.refusal` (`placement_unavailable`, `queue_full`, `backend_failing`), `portcullis.placement` |
+//! | `portcullis.runner.breaker.transitions` | counter | `{transition}` | `portcullis.breaker.state` (`open`, `half_open`, `closed`), `portcullis.placement` |
 //! | `portcullis.runner.approvals` | counter | `{approval}` | `portcullis.approval.state` |
 
 use std::sync::OnceLock;
@@ -22,6 +24,8 @@ struct Instruments {
     duration: Histogram<f64>,
     jobs: Counter<u64>,
     queue_depth: UpDownCounter<i64>,
+    refused: Counter<u64>,
+    breaker: Counter<u64>,
     approvals: Counter<u64>,
 }
 
@@ -43,7 +47,17 @@ fn instruments() -> Option<&'static Instruments> {
             queue_depth: meter
                 .i64_up_down_counter("portcullis.runner.queue.depth")
                 .with_unit("{job}")
-                .with_description("Jobs waiting for a sandbox slot")
+                .with_description("Calls waiting for a sandbox slot")
+                .build(),
+            refused: meter
+                .u64_counter("portcullis.runner.calls.refused")
+                .with_unit("{call}")
+                .with_description("Calls refused before a job ran: placement unavailable, queue full, backend failing")
+                .build(),
+            breaker: meter
+                .u64_counter("portcullis.runner.breaker.transitions")
+                .with_unit("{transition}")
+                .with_description("Circuit breaker state changes by the state entered")
                 .build(),
             approvals: meter
                 .u64_counter("portcullis.runner.approvals")
@@ -68,10 +82,25 @@ pub fn job_finished(outcome: &'static str, backend: &'static str) {
     }
 }
 
-/// A job started (`+1`) or stopped (`-1`) waiting for a sandbox slot.
-pub fn queue_depth(delta: i64) {
+/// A call started (`+1`) or stopped (`-1`) waiting for a sandbox slot of `placement`.
+pub fn queue_depth(delta: i64, placement: &str) {
     if let Some(i) = instruments() {
-        i.queue_depth.add(delta, &[]);
+        i.queue_depth.add(delta, &[KeyValue::new("portcullis.placement", placement.to_owned())]);
+    }
+}
+
+/// A call was refused before its job ran, for `reason` (`placement_unavailable`,
+/// `queue_full`, `backend_failing`).
+pub fn call_refused(reason: &'static str, placement: &str) {
+    if let Some(i) = instruments() {
+        i.refused.add(1, &[KeyValue::new("portcullis.refusal", reason), KeyValue::new("portcullis.placement", placement.to_owned())]);
+    }
+}
+
+/// The circuit breaker of `placement` entered `state` (`open`, `half_open`, `closed`).
+pub fn breaker_transition(placement: &str, state: &'static str) {
+    if let Some(i) = instruments() {
+        i.breaker.add(1, &[KeyValue::new("portcullis.breaker.state", state), KeyValue::new("portcullis.placement", placement.to_owned())]);
     }
 }
 

@@ -11,8 +11,9 @@
 //!   `ticket check`, `approval check`, `queue wait`, `sandbox create`, `sandbox run` and
 //!   `sandbox destroy` (the sandbox phases with the backend's own start and end times, see
 //!   [`crate::sandbox::PhaseObserver`]);
-//! - metrics ([`metrics`]): `mcp.server.operation.duration`, jobs by outcome, the job queue's
-//!   depth, approvals by state.
+//! - metrics ([`metrics`]): `mcp.server.operation.duration`, jobs by outcome, each job
+//!   queue's depth, calls refused before they ran, circuit breaker transitions, approvals by
+//!   state.
 //!
 //! Trace context comes from the HTTP `traceparent` (Envoy's tracer) and from the agent's
 //! `params._meta.traceparent`; [`call::CallSpan::start`] says how the two relate.

@@ -46,7 +46,7 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-fn claims(tool: &str, args: &Value, exp_offset: i64) -> Claims {
+pub fn claims(tool: &str, args: &Value, exp_offset: i64) -> Claims {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let jti = format!("e2e{:08x}{n:04x}{:x}", std::process::id(), now());
@@ -62,6 +62,7 @@ fn claims(tool: &str, args: &Value, exp_offset: i64) -> Claims {
         plan_hash: plan_hash(tool, args.as_object()).unwrap(),
         decision_id: jti.clone(),
         require_approval: false,
+        placement: None,
         policy_version: "sha256:test".into(),
         jti,
         iat: now(),

@@ -10,6 +10,7 @@ mod identity;
 mod kube_backend;
 mod kube_harness;
 mod listing;
+mod placement;
 mod plan_hash;
 mod policy;
 mod progress;
