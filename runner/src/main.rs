@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use portcullis_runner::{audit, sandbox};
 use portcullis_runner::devstack::up::{self, UpOptions, DEV_AGENTS, TRUST_DOMAIN};
 use portcullis_runner::devstack::{bundle, certs, users};
-use portcullis_runner::service::{serve, tls};
+use portcullis_runner::service::{cluster, serve, tls};
 use portcullis_runner::telemetry;
 
 #[derive(Parser)]
@@ -121,6 +121,8 @@ enum Command {
         gateway_access_log: Option<PathBuf>,
         #[command(flatten)]
         control: serve::ControlArgs,
+        #[command(flatten)]
+        backend: cluster::BackendArgs,
         /// Export traces and metrics over OTLP/gRPC to this collector (HOST:PORT).
         #[arg(long, value_name = "HOST:PORT")]
         otlp_endpoint: Option<String>,
@@ -257,24 +259,24 @@ fn run(command: Command) -> Result<ExitCode> {
             let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints, upstream, upstream_ca };
             runtime()?.block_on(with_telemetry(otlp.as_deref(), up::up(opts)))?;
         }
-        Command::Serve { listen, catalog, policies, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, audit_checkpoints, gateway_access_log, control, otlp_endpoint } => {
+        Command::Serve { listen, catalog, policies, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, audit_checkpoints, gateway_access_log, control, backend, otlp_endpoint } => {
             let exe = std::env::current_exe()?;
-            sandbox::local::host_supports_namespaces().context("the local sandbox backend cannot run here")?;
             let key = signing_key.unwrap_or_else(|| state_dir.join("certs").join(certs::RUNNER_SIGNING_KEY));
             let key_pem = std::fs::read(&key).with_context(|| format!("reading the runner signing key {}", key.display()))?;
             let audit = audit::AuditLog::open(audit::AuditConfig::in_state_dir(&state_dir, audit_checkpoints, key_pem.clone()))?;
-            let opts = serve::ServeOptions {
-                listen,
-                catalog: serve::SharedCatalog::load(&policies, &catalog)?,
-                ticket_public_key_pem: std::fs::read(&ticket_public_key).with_context(|| format!("reading {}", ticket_public_key.display()))?,
-                ticket_issuer,
-                tls: tls.server_config(gateway_id)?,
-                backends: up::local_backends(exe, control.limits())?,
-                json_response: false,
-                control: control.options(state_dir.join("runner"), key_pem),
-                audit: audit.clone(),
-            };
             let serving = async {
+                let tools = bundle::load_catalog(&catalog)?;
+                let opts = serve::ServeOptions {
+                    listen,
+                    catalog: serve::SharedCatalog::load(&policies, &catalog)?,
+                    ticket_public_key_pem: std::fs::read(&ticket_public_key).with_context(|| format!("reading {}", ticket_public_key.display()))?,
+                    ticket_issuer,
+                    tls: tls.server_config(gateway_id)?,
+                    backends: backend.backends(exe, control.limits(), &tools, &audit).await?,
+                    json_response: false,
+                    control: control.options(state_dir.join("runner"), key_pem),
+                    audit: audit.clone(),
+                };
                 audit::start_tasks(&audit, gateway_access_log);
                 serve::serve(opts, async {
                     let _ = tokio::signal::ctrl_c().await;

@@ -3,6 +3,7 @@
 pub mod backends;
 pub mod breaker;
 pub mod call;
+pub mod cluster;
 pub mod progress;
 pub mod queue;
 pub mod serve;
