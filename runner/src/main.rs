@@ -84,6 +84,8 @@ enum Command {
         /// keep them where whoever can rewrite the audit log cannot.
         #[arg(long)]
         audit_checkpoints: Option<PathBuf>,
+        #[command(flatten)]
+        backend: cluster::BackendArgs,
     },
     /// Run the runner's MCP server (TLS; only the gateway's client certificate is accepted).
     Serve {
@@ -254,9 +256,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints, upstream, upstream_ca } => {
+        Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints, upstream, upstream_ca, backend } => {
             let otlp = otlp_endpoint.clone();
-            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints, upstream, upstream_ca };
+            let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints, upstream, upstream_ca, backend };
             runtime()?.block_on(with_telemetry(otlp.as_deref(), up::up(opts)))?;
         }
         Command::Serve { listen, catalog, policies, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, audit_checkpoints, gateway_access_log, control, backend, otlp_endpoint } => {

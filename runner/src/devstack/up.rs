@@ -16,7 +16,6 @@ use tokio::sync::oneshot;
 use crate::devstack::certs::{self, DevPki};
 use crate::devstack::envoy_config::{ecds_response, find_envoy, process_env, render, split_for_ecds, with_otlp_tracing, AdminAddress, EnvoyParams};
 use crate::sandbox::local::LocalNamespaces;
-use crate::service::backends::{Backends, Limits};
 use crate::service::serve::{serve, ControlArgs, ServeOptions, SharedCatalog};
 use crate::devstack::reload;
 use crate::service::tls;
@@ -58,6 +57,8 @@ pub struct UpOptions {
     pub upstream: Option<crate::devstack::envoy_config::Upstream>,
     /// CA bundle that an https upstream's certificate must chain to.
     pub upstream_ca: Option<PathBuf>,
+    /// The runner's backends (local by default).
+    pub backend: crate::service::cluster::BackendArgs,
 }
 
 /// Everything `up` writes goes under `opts.state_dir`, which it creates (or tightens) to 0700;
@@ -119,7 +120,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
 
     // The runner, in this process.
     let (stop_runner, runner_stopped) = oneshot::channel::<()>();
-    let serve_opts = runner_options(&opts, &pki, runner_catalog.clone(), audit.clone())?;
+    let serve_opts = runner_options(&opts, &pki, runner_catalog.clone(), &built.catalog, audit.clone()).await?;
     let runner = tokio::spawn(serve(serve_opts, async move {
         let _ = runner_stopped.await;
     }));
@@ -164,7 +165,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     result
 }
 
-fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog, audit: Arc<crate::audit::AuditLog>) -> Result<ServeOptions> {
+async fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog, tools: &portcullis_core::catalog::Catalog, audit: Arc<crate::audit::AuditLog>) -> Result<ServeOptions> {
     let gateway_id = certs::spiffe_id(TRUST_DOMAIN, "portcullis", "gateway");
     let exe = std::env::current_exe().context("locating the portcullis binary")?;
     Ok(ServeOptions {
@@ -173,7 +174,7 @@ fn runner_options(opts: &UpOptions, pki: &DevPki, catalog: SharedCatalog, audit:
         ticket_public_key_pem: std::fs::read(&pki.ticket_public_key)?,
         ticket_issuer: "portcullis-gateway".into(),
         tls: tls::server_config(&pki.runner.cert, &pki.runner.key, &pki.ca_cert, vec![gateway_id])?,
-        backends: local_backends(exe, opts.control.limits())?,
+        backends: opts.backend.backends(exe, opts.control.limits(), tools, &audit).await?,
         json_response: opts.json_response,
         control: opts.control.options(opts.state_dir.join("runner"), std::fs::read(&pki.runner_signing_key)?),
         audit,
@@ -192,13 +193,6 @@ pub fn local_backend(exe: PathBuf) -> LocalNamespaces {
     } else {
         backend
     }
-}
-
-/// The runner's backends with only the local one, as (`local`, no context).
-pub fn local_backends(exe: PathBuf, limits: Limits) -> Result<Backends> {
-    let mut backends = Backends::new(limits);
-    backends.insert(portcullis_core::placement::LOCAL, None, Arc::new(local_backend(exe)))?;
-    Ok(backends)
 }
 
 /// Removes an admin socket a previous `up` left behind (Envoy cannot bind over it). Anything

@@ -8,6 +8,7 @@ mod direct;
 mod gateway;
 mod identity;
 mod kube_backend;
+mod kube_gateway;
 mod kube_harness;
 mod listing;
 mod placement;

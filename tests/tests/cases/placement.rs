@@ -39,7 +39,7 @@ fn placed() -> &'static Stack {
 }
 
 /// A copy of policies/ whose data names `placements`.
-fn policies_with_placements(placements: Value) -> tempfile::TempDir {
+pub fn policies_with_placements(placements: Value) -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("portcullis-placement-").tempdir().unwrap();
     let src = portcullis_e2e::repo_root().join("policies");
     for entry in std::fs::read_dir(&src).unwrap() {
@@ -54,18 +54,18 @@ fn policies_with_placements(placements: Value) -> tempfile::TempDir {
     dir
 }
 
-async fn call(s: &Stack, agent: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+pub async fn call(s: &Stack, agent: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     let http = s.http_client(Some(agent));
     let session = open_session(&http, &s.url()).await.unwrap();
     post(&http, &s.url(), Some(&session), headers, body).await.unwrap()
 }
 
-fn decision_id(r: &Reply) -> String {
+pub fn decision_id(r: &Reply) -> String {
     r.headers.get("x-portcullis-decision-id").and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("no decision id: {}", r.text)).to_owned()
 }
 
 /// The runner's audit records of one decision (the runner writes them before it answers).
-fn audit_of(s: &Stack, decision: &str) -> Vec<Value> {
+pub fn audit_of(s: &Stack, decision: &str) -> Vec<Value> {
     let log = s.state.path().join("audit/audit.jsonl");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["decision_id"] == decision && r["event"] != "gateway.decision").collect()
