@@ -26,8 +26,9 @@ pub struct BackendArgs {
     /// The kubeconfig for the Kubernetes backend; absent: the in-cluster service account.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// A kubeconfig context a placement may name (repeatable; the first is the default).
-    /// Absent: the kubeconfig's current context, named `default`.
+    /// A kubeconfig context a placement may name (repeatable; the first also takes placements
+    /// that name no context). Absent: the kubeconfig's current context (or the in-cluster
+    /// account), which placements reach by naming no context.
     #[arg(long = "kube-context")]
     pub kube_contexts: Vec<String>,
     /// RuntimeClass for job pods whose tool names none (e.g. gvisor).
