@@ -148,20 +148,21 @@ fn millis(d: Duration) -> u64 {
 
 /// The answer to a call whose placement's queue is full.
 pub fn queue_full(entry: &Entry, tool: &str, full: QueueFull) -> McpError {
-    let ms = millis(full.retry_after);
-    McpError::new(
-        ErrorCode(QUEUE_FULL),
-        format!("{tool} not run: the job queue for placement {} is full; retry in {ms} ms", entry.describe()),
-        Some(json!({"tool": tool, "placement": entry.describe(), "retry_after_ms": ms})),
-    )
+    retry_later(QUEUE_FULL, entry, tool, &format!("the job queue for placement {} is full", entry.describe()), full.retry_after)
 }
 
 /// The answer to a call whose placement's backend is failing (its breaker is open).
 pub fn backend_failing(entry: &Entry, tool: &str, open: Open) -> McpError {
-    let ms = millis(open.retry_after);
+    let why = format!("the backend for placement {} is failing, so calls to it are refused for now", entry.describe());
+    retry_later(BACKEND_FAILING, entry, tool, &why, open.retry_after)
+}
+
+/// A refusal that names the placement and when to try again (`data.retry_after_ms`).
+fn retry_later(code: i32, entry: &Entry, tool: &str, why: &str, retry_after: Duration) -> McpError {
+    let ms = millis(retry_after);
     McpError::new(
-        ErrorCode(BACKEND_FAILING),
-        format!("{tool} not run: the backend for placement {} is failing, so calls to it are refused for now; retry in {ms} ms", entry.describe()),
+        ErrorCode(code),
+        format!("{tool} not run: {why}; retry in {ms} ms"),
         Some(json!({"tool": tool, "placement": entry.describe(), "retry_after_ms": ms})),
     )
 }

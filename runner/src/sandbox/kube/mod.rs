@@ -32,7 +32,7 @@ use portcullis_core::catalog::KubernetesExecution;
 use serde_json::json;
 
 use super::{validate, Backend, CancellationToken, JobOutput, JobSpec, Phase, PhaseObserver, SandboxError};
-use objects::{EXPIRES_AT, NAME, STATE};
+use objects::NAME;
 use pool::WarmPool;
 use rbac::{Declared, Ledger};
 
@@ -112,10 +112,6 @@ impl KubernetesBackend {
         &self.client
     }
 
-    pub fn options(&self) -> &KubeOptions {
-        &self.opts
-    }
-
     /// The namespace of a job: a new one with its quota, limits, network policy and account,
     /// or a warm one from the pool, relabelled for the job (concurrently with [`Self::populate`]).
     async fn namespace_for(&self, job: &JobSpec, k: &KubernetesExecution, expires_at: &str) -> Result<(String, bool), SandboxError> {
@@ -124,19 +120,12 @@ impl KubernetesBackend {
         }
         let name = pool::fresh_name(&self.opts.namespace_prefix)?;
         create_namespace(&self.client, &name, &job.meta.tool, k, expires_at, Some(job)).await?;
-        Api::<ServiceAccount>::namespaced(self.client.clone(), &name)
-            .create(&PostParams::default(), &objects::service_account())
-            .await
-            .map_err(api_err("creating the job's service account"))?;
         Ok((name, false))
     }
 
     /// A warm namespace now serves this job: its labels and expiry say so.
     async fn claim_warm(&self, ns: &str, job: &JobSpec, expires_at: &str) -> Result<(), kube::Error> {
-        let mut labels = objects::job_labels(job);
-        labels.insert(STATE.into(), "job".into());
-        let mut annotations = objects::job_annotations(job);
-        annotations.insert(EXPIRES_AT.into(), expires_at.to_owned());
+        let (labels, annotations) = objects::job_metadata(job, expires_at);
         let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
         Api::<Namespace>::all(self.client.clone()).patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
     }
@@ -246,7 +235,7 @@ impl KubernetesBackend {
 }
 
 /// Creates a namespace with what every job of `k`'s tool gets before it starts: quota, limits,
-/// default-deny network policy and the egress allowlist.
+/// default-deny network policy and the egress allowlist, then the job's ServiceAccount.
 pub(crate) async fn create_namespace(client: &Client, name: &str, tool: &str, k: &KubernetesExecution, expires_at: &str, job: Option<&JobSpec>) -> Result<(), SandboxError> {
     let pp = PostParams::default();
     Api::<Namespace>::all(client.clone()).create(&pp, &objects::namespace(name, tool, expires_at, job)).await.map_err(api_err("creating the namespace"))?;
@@ -264,6 +253,8 @@ pub(crate) async fn create_namespace(client: &Client, name: &str, tool: &str, k:
     a.map_err(api_err("creating the quota"))?;
     b.map_err(api_err("creating the limits"))?;
     c.map_err(api_err("creating the network policy"))?;
+    // The job's account, once its namespace is bounded; before any Job, which runs as it.
+    Api::<ServiceAccount>::namespaced(client.clone(), name).create(&pp, &objects::service_account()).await.map_err(api_err("creating the job's service account"))?;
     Ok(())
 }
 
@@ -348,9 +339,7 @@ impl<'a> Timer<'a> {
 }
 
 fn expiry(after: Duration) -> String {
-    let at = SystemTime::now().checked_add(after).unwrap_or(SystemTime::now());
-    let unix = at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    crate::store::rfc3339(unix)
+    crate::store::rfc3339(crate::service::serve::unix_now().saturating_add(after.as_secs()))
 }
 
 #[async_trait::async_trait]

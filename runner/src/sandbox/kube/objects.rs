@@ -56,9 +56,9 @@ pub fn namespace(name: &str, tool: &str, expires_at: &str, job: Option<&JobSpec>
     let mut annotations = BTreeMap::from([(EXPIRES_AT.to_owned(), expires_at.to_owned())]);
     match job {
         Some(job) => {
-            labels.extend(job_labels(job));
-            annotations.extend(job_annotations(job));
-            labels.insert(STATE.into(), "job".into());
+            let (l, a) = job_metadata(job, expires_at);
+            labels.extend(l);
+            annotations.extend(a);
         }
         None => {
             labels.insert(STATE.into(), "warm".into());
@@ -67,23 +67,24 @@ pub fn namespace(name: &str, tool: &str, expires_at: &str, job: Option<&JobSpec>
     typed(json!({"metadata": {"name": name, "labels": labels, "annotations": annotations}}))
 }
 
-/// The labels that say which job a namespace serves.
-pub fn job_labels(job: &JobSpec) -> BTreeMap<String, String> {
+/// What says which job a namespace serves, and until when: labels (for selecting) and the
+/// same values unabridged in annotations, with the expiry. A new job namespace is made with
+/// them; a warm one is patched with them when a job claims it.
+pub fn job_metadata(job: &JobSpec, expires_at: &str) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let hash = job.meta.plan_hash.trim_start_matches("sha256:");
-    BTreeMap::from([
+    let labels = BTreeMap::from([
         (JOB_ID.to_owned(), label_value(&job.job_id)),
         (PLAN_HASH.to_owned(), label_value(hash)),
         (REQUESTER.to_owned(), label_value(&job.meta.requester)),
-    ])
-}
-
-/// The same, unabridged.
-pub fn job_annotations(job: &JobSpec) -> BTreeMap<String, String> {
-    BTreeMap::from([
+        (STATE.to_owned(), "job".to_owned()),
+    ]);
+    let annotations = BTreeMap::from([
         (JOB_ID.to_owned(), job.job_id.clone()),
         (PLAN_HASH.to_owned(), job.meta.plan_hash.clone()),
         (REQUESTER.to_owned(), job.meta.requester.clone()),
-    ])
+        (EXPIRES_AT.to_owned(), expires_at.to_owned()),
+    ]);
+    (labels, annotations)
 }
 
 /// At most one job, its pod, its stdin and the cluster's CA bundle; the tool's resources.

@@ -120,13 +120,7 @@ impl WarmPool {
     async fn create(&self, tool: &str, section: &KubernetesExecution) -> Result<String, SandboxError> {
         let name = fresh_name(&self.prefix)?;
         let expires = super::expiry(WARM_LIFETIME);
-        let made = async {
-            super::create_namespace(&self.client, &name, tool, section, &expires, None).await?;
-            let pp = kube::api::PostParams::default();
-            let api = kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.client.clone(), &name);
-            api.create(&pp, &super::objects::service_account()).await.map(drop).map_err(super::api_err("creating the job's service account"))
-        };
-        if let Err(e) = made.await {
+        if let Err(e) = super::create_namespace(&self.client, &name, tool, section, &expires, None).await {
             // Half-made: delete what there is, in the background of this pass.
             let _ = super::delete_and_wait(&self.client, &name, Duration::from_secs(60)).await;
             return Err(e);
