@@ -265,6 +265,21 @@ call_tool := input.tool if {
 
 args := input.arguments if is_object(input.arguments)
 
+# The arguments this policy reads: every argument rule below reads args[name] for a name from
+# data.portcullis.arguments, and nothing else reads input.arguments or input.plan_hash. Naming
+# them lets the gateway show policy just these arguments (and no plan_hash) and reuse one
+# decision for calls that agree on them: a word_count with a new text is not a new decision.
+# A rule that read another argument would see it absent, so a new argument rule must read its
+# names from here too. (Evaluated once, without input, when the bundle is compiled.)
+argument_names := {n |
+	some names in [
+		data.portcullis.arguments.resource_names,
+		data.portcullis.arguments.namespaces,
+		[data.portcullis.arguments.production.environment_argument],
+	]
+	some n in names
+}
+
 protected_namespace(ns) if ns in data.portcullis.arguments.protected_namespaces.names
 
 protected_namespace(ns) if {

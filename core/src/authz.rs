@@ -1,6 +1,8 @@
 //! The Rego authorizer. Policy is compiled once (at plugin configuration) and evaluated per
 //! call; it returns a decision document, never a bare boolean.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -12,6 +14,11 @@ use crate::userjwt::VerifiedUser;
 
 /// The rule every bundle must define.
 pub const ENTRYPOINT: &str = "data.portcullis.authz.decision";
+/// The optional rule that names the tools/call arguments policy reads (a set or array of
+/// strings, evaluated once when the bundle is compiled). A bundle that defines it sees
+/// `input.arguments` only at those names and no `input.plan_hash`, so calls that agree on them
+/// share one decision (and one decision-cache entry); see [`Authorizer::decide`].
+pub const ARGUMENT_NAMES: &str = "data.portcullis.authz.argument_names";
 /// The rules about a cited plan, which only the runner can evaluate: it alone knows the plan
 /// (which tool made it, for whom, when). Same bundle, same document shape as [`ENTRYPOINT`].
 pub const PLAN_ENTRYPOINT: &str = "data.portcullis.authz.plan_decision";
@@ -185,16 +192,31 @@ pub struct Authorizer {
     compiled: regorus::CompiledPolicy,
     version: String,
     cache: DecisionCache,
+    /// The bundle's [`ARGUMENT_NAMES`]; `None`: policy sees every argument and the plan hash.
+    argument_names: Option<BTreeSet<String>>,
 }
 
 impl Authorizer {
     /// Compiles `bundle` with the catalog merged into `data.portcullis.catalog`.
     pub fn new(bundle: &PolicyBundle, catalog: &Catalog) -> Result<Self, AuthzError> {
         let mut engine = engine_with(bundle, catalog)?;
+        let argument_names = argument_names(&mut engine)?;
         let compiled = engine
             .compile_with_entrypoint(&ENTRYPOINT.into())
             .map_err(|e| AuthzError::Compile(e.to_string()))?;
-        Ok(Self { compiled, version: bundle_version(bundle, catalog), cache: DecisionCache::default() })
+        Ok(Self { compiled, version: bundle_version(bundle, catalog), cache: DecisionCache::default(), argument_names })
+    }
+
+    /// This authorizer, showing policy every argument and the plan hash whatever the bundle
+    /// names: to check that a bundle's [`ARGUMENT_NAMES`] leaves out nothing it reads.
+    pub fn showing_every_argument(mut self) -> Self {
+        self.argument_names = None;
+        self
+    }
+
+    /// The argument names policy sees, when the bundle names them ([`ARGUMENT_NAMES`]).
+    pub fn argument_names(&self) -> Option<&BTreeSet<String>> {
+        self.argument_names.as_ref()
     }
 
     /// Hash of the policy modules, data and catalog that this authorizer was built from.
@@ -214,7 +236,19 @@ impl Authorizer {
 
     /// Decides `input`, reusing an earlier decision for the same input (time aside) when the
     /// policy declared that one cacheable.
+    ///
+    /// When the bundle names the arguments it reads ([`ARGUMENT_NAMES`]), policy is shown, and
+    /// the cache is keyed on, only those arguments (and no plan hash): what is evaluated is
+    /// exactly what is keyed, so a call whose other arguments are new reuses the decision.
     pub fn decide(&self, input: &PolicyInput<'_>) -> Result<Decision, AuthzError> {
+        let shown;
+        let input = match (&self.argument_names, input.arguments) {
+            (Some(names), arguments) => {
+                shown = arguments.map(|a| shown_arguments(names, a));
+                &PolicyInput { arguments: shown.as_ref(), plan_hash: None, ..input.clone() }
+            }
+            (None, _) => input,
+        };
         let key = decision_cache::key(input);
         if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
             return Ok(hit);
@@ -231,9 +265,20 @@ impl Authorizer {
         self.decide_value(&serde_json::to_value(input).map_err(|e| AuthzError::Eval(e.to_string()))?)
     }
 
-    /// Decides for any input document (policy tooling evaluates hand-written inputs).
+    /// Decides for any input document (policy tooling evaluates hand-written inputs), shown to
+    /// policy as [`Authorizer::decide`] shows it.
     pub fn decide_value(&self, input: &Value) -> Result<Decision, AuthzError> {
-        eval(&self.compiled, input)
+        match (&self.argument_names, input) {
+            (Some(names), Value::Object(members)) => {
+                let mut shown = members.clone();
+                shown.remove("plan_hash");
+                if let Some(Value::Object(arguments)) = members.get("arguments") {
+                    shown.insert("arguments".into(), Value::Object(shown_arguments(names, arguments)));
+                }
+                eval(&self.compiled, &Value::Object(shown))
+            }
+            _ => eval(&self.compiled, input),
+        }
     }
 }
 
@@ -301,6 +346,27 @@ fn checked_placement(value: Value) -> Result<Option<Placement>, String> {
     let placement: Placement = serde_json::from_value(value).map_err(|e| e.to_string())?;
     placement.validate()?;
     Ok(Some(placement))
+}
+
+/// The arguments at `names`, the only ones policy is shown.
+fn shown_arguments(names: &BTreeSet<String>, arguments: &Map<String, Value>) -> Map<String, Value> {
+    names.iter().filter_map(|n| arguments.get(n).map(|v| (n.clone(), v.clone()))).collect()
+}
+
+/// The bundle's [`ARGUMENT_NAMES`] (evaluated without input: it may read only data), or
+/// `None` when the bundle does not define it. Anything but a set or array of strings is an
+/// error: a bundle that meant to narrow its input but got it wrong should not start.
+fn argument_names(engine: &mut regorus::Engine) -> Result<Option<BTreeSet<String>>, AuthzError> {
+    let invalid = |reason: String| AuthzError::Compile(format!("{ARGUMENT_NAMES}: {reason}"));
+    engine.set_input(regorus::Value::new_object());
+    // A query, unlike a rule evaluation, is simply undefined for a rule the bundle lacks.
+    let results = engine.eval_query(ARGUMENT_NAMES.to_owned(), false).map_err(|e| invalid(e.to_string()))?;
+    let Some(value) = results.result.first().and_then(|r| r.expressions.first()).map(|e| &e.value) else {
+        return Ok(None);
+    };
+    let value = serde_json::to_value(value).map_err(|e| invalid(e.to_string()))?;
+    let names = value.as_array().and_then(|items| items.iter().map(|v| v.as_str().map(str::to_owned)).collect::<Option<BTreeSet<_>>>());
+    names.map(Some).ok_or_else(|| invalid(format!("must be a set of argument names (strings), not {value}")))
 }
 
 fn engine_with(bundle: &PolicyBundle, catalog: &Catalog) -> Result<regorus::Engine, AuthzError> {

@@ -122,3 +122,28 @@ fn placements_come_from_data_and_a_bundle_without_them_still_decides() {
     assert!(d.allow, "{d:?}");
     assert_eq!(d.placement, None, "no placement: the catalog default applies");
 }
+
+/// The default bundle names the arguments it reads, and seeing only those decides every case
+/// exactly as seeing all of them: the argument rules' names are all there.
+#[test]
+fn the_default_bundle_decides_every_case_alike_on_the_arguments_it_names() {
+    let a = Authorizer::new(&bundle(), &catalog()).unwrap();
+    let names: Vec<&str> = a.argument_names().expect("the bundle names its arguments").iter().map(String::as_str).collect();
+    assert_eq!(names, ["deployment", "environment", "name", "namespace", "pod", "release"]);
+    let full = Authorizer::new(&bundle(), &catalog()).unwrap().showing_every_argument();
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo().join("policies/cases")).unwrap() {
+        let cases: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        for case in cases {
+            let mut input = case["input"].clone();
+            // An argument no rule reads must change nothing.
+            if let Some(arguments) = input.get_mut("arguments").and_then(|a| a.as_object_mut()) {
+                arguments.insert("unread_argument".into(), serde_json::json!({"deep": ["*", "prod-x", "kube-system"]}));
+            }
+            let shown = a.decide_value(&input).unwrap();
+            assert_eq!(shown, full.decide_value(&input).unwrap(), "case {}", case["name"]);
+            n += 1;
+        }
+    }
+    assert!(n > 200, "only {n} cases");
+}
