@@ -243,8 +243,15 @@ async fn start_upstream(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<(
                 .arg(addr.to_string())
                 .arg("--catalog")
                 .arg(ctx.root.join("catalog/example.yaml"))
+                .arg("--policies")
+                .arg(ctx.root.join("policies"))
                 .arg("--ticket-public-key")
-                .arg(&ctx.pki.ticket_public_key);
+                .arg(&ctx.pki.ticket_public_key)
+                // Each runner its own state (plans, seen tickets, audit log).
+                .arg("--state-dir")
+                .arg(ctx.state.join(format!("runner-{}", variant.label())))
+                .arg("--signing-key")
+                .arg(&ctx.pki.runner_signing_key);
             cmd
         }
     };
