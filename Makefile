@@ -29,7 +29,7 @@ validate-envoy: build
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p portcullis-core -p portcullis-filter --target wasm32-wasip1 -- -D warnings
+	$(CARGO) clippy -p portcullis-core -p portcullis-filter -p portcullis-bench-floor --target wasm32-wasip1 -- -D warnings
 
 # The policy under real OPA (Go engine, from .venv) must decide every case in policies/cases and
 # pass every Rego unit test exactly as regorus (the release runner's `policy eval`) does.
@@ -57,11 +57,15 @@ test: build validate-envoy lint check-opa chart-test
 	$(CARGO) test --workspace --release -- --include-ignored
 
 # Benchmarks (bench/README.md): criterion micro-benchmarks of core, then the end-to-end run on
-# loopback (Envoy with/without the filter, static upstream and real runner, sandbox, memory),
+# loopback (Envoy with/without the filter, static upstream and real runner, sandbox, memory;
+# beside them Envoy's own MCP+RBAC filters and the proxy-wasm floor, bench/floor),
 # which prints one table and writes target/bench/results.json. Under 15 minutes from a fresh
 # clone on 2 cores.
 .PHONY: bench
 bench: wasm
+	# With the filter named too, the floor gets the filter's dependency features and reuses
+	# what `wasm` built (alone, it would rebuild serde, ed25519-dalek, ... with fewer features).
+	$(CARGO) build -p portcullis-filter -p portcullis-bench-floor --target wasm32-wasip1 --profile wasm
 	$(CARGO) build --release -p portcullis-runner -p portcullis-bench
 	$(CARGO) bench -p portcullis-bench-micro -p portcullis-runner -p portcullis-bench --bench core
 	target/release/portcullis-bench --out target/bench/results.json

@@ -7,6 +7,10 @@
 //!   histograms every 5 s).
 //! - `bare`: the `portcullis` wasm filter entry is removed; listener, mTLS, router, cluster
 //!   and timeouts stay identical.
+//! - `native`: as bare, with Envoy's own `buffer`, `mcp` and `rbac` filters in its place and a
+//!   local reply that restates RBAC's 403 as a JSON-RPC error (see `native`).
+//! - `floor`, `floor+sig`: the wasm filter entry runs the benchmark's floor module
+//!   (`bench/floor`) instead of Portcullis, with its own plugin configuration.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use portcullis_runner::devstack::certs::DevPki;
 use portcullis_runner::devstack::envoy_config::{self, render, EnvoyParams};
 use serde_yaml::Value;
 
+use crate::native;
 use crate::procs::Proc;
 use crate::stats::Bucket;
 
@@ -26,19 +31,49 @@ use crate::stats::Bucket;
 pub const DECISION_STAT: &str = "wasmcustom.portcullis.decision_us";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Variant {
     /// Envoy without the Portcullis filter.
+    #[serde(rename = "bare")]
     Bare,
     /// Envoy with the Portcullis filter.
+    #[serde(rename = "filter")]
     Filter,
+    /// Envoy's own MCP and RBAC filters with the reader's rules: the native peer.
+    #[serde(rename = "native")]
+    Native,
+    /// The proxy-wasm floor: Portcullis's per-request work without a policy, ticket unsigned.
+    #[serde(rename = "floor")]
+    Floor,
+    /// The floor, signing its ticket.
+    #[serde(rename = "floor+sig")]
+    FloorSigned,
 }
 
 impl Variant {
+    /// In table order: the baseline, Portcullis, then its references.
+    pub const ALL: [Variant; 5] = [Variant::Bare, Variant::Filter, Variant::Native, Variant::Floor, Variant::FloorSigned];
+
     pub fn label(self) -> &'static str {
         match self {
             Variant::Bare => "bare",
             Variant::Filter => "filter",
+            Variant::Native => "native",
+            Variant::Floor => "floor",
+            Variant::FloorSigned => "floor+sig",
+        }
+    }
+
+    /// A reference that Portcullis is compared with (not the baseline, not Portcullis).
+    pub fn is_reference(self) -> bool {
+        matches!(self, Variant::Native | Variant::Floor | Variant::FloorSigned)
+    }
+
+    /// The log lines of a wasm module that has (first) or has not (second) configured itself.
+    fn wasm_markers(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Variant::Filter => Some(("portcullis: configured", "portcullis: refusing to start")),
+            Variant::Floor | Variant::FloorSigned => Some(("floor: configured", "floor: refusing to start")),
+            Variant::Bare | Variant::Native => None,
         }
     }
 }
@@ -52,7 +87,12 @@ pub struct RenderInput<'a> {
     pub plugin_config_json: &'a str,
     pub pki: &'a DevPki,
     pub variant: Variant,
+    /// The reader's rules, for the native variant.
+    pub native: &'a native::ReaderRules,
 }
+
+/// The largest body the native chain buffers: the filter's default `max_body_bytes`.
+const NATIVE_MAX_BODY: u64 = 1 << 20;
 
 pub fn render_config(input: &RenderInput<'_>) -> Result<String> {
     let params = EnvoyParams {
@@ -78,11 +118,32 @@ pub fn render_config(input: &RenderInput<'_>) -> Result<String> {
         .and_then(Value::as_sequence_mut)
         .context("http_connection_manager has no http_filters list")?;
     let before = filters.len();
-    if input.variant == Variant::Bare {
+    if matches!(input.variant, Variant::Bare | Variant::Native) {
         filters.retain(|f| f.get("name").and_then(Value::as_str) != Some(envoy_config::WASM_FILTER_NAME));
         if filters.len() != before - 1 {
             bail!("expected exactly one http filter named {:?}", envoy_config::WASM_FILTER_NAME);
         }
+    }
+    if matches!(input.variant, Variant::Floor | Variant::FloorSigned) {
+        // Its own names, so that Envoy's log and stats say which module runs.
+        let wasm = filters
+            .iter_mut()
+            .find(|f| f.get("name").and_then(Value::as_str) == Some(envoy_config::WASM_FILTER_NAME))
+            .and_then(|f| f.get_mut("typed_config"))
+            .and_then(|c| c.get_mut("config"))
+            .and_then(Value::as_mapping_mut)
+            .context("no wasm filter config to run the floor in")?;
+        wasm.insert("name".into(), "floor".into());
+        wasm.insert("root_id".into(), "floor".into());
+        let vm = wasm.get_mut("vm_config").and_then(Value::as_mapping_mut).context("no vm_config")?;
+        vm.insert("vm_id".into(), "floor".into());
+    }
+    if input.variant == Variant::Native {
+        let router = filters.len().checked_sub(1).context("no http filters")?;
+        for (i, f) in native::http_filters(input.native, NATIVE_MAX_BODY).into_iter().enumerate() {
+            filters.insert(router + i, serde_yaml::to_value(f)?);
+        }
+        hcm.insert("local_reply_config".into(), serde_yaml::to_value(native::local_reply_config())?);
     }
     Ok(format!(
         "# Rendered by portcullis-bench ({} variant) from envoy/envoy.yaml; do not edit.\n{}",
@@ -143,10 +204,11 @@ impl Envoy {
         loop {
             self.proc.check_alive()?;
             let log = self.proc.log_text();
-            if let Some(line) = log.lines().find(|l| l.contains("portcullis: refusing to start")) {
-                bail!("the Portcullis filter refused its configuration: {line}");
+            let markers = self.variant.wasm_markers();
+            if let Some(line) = markers.and_then(|(_, refused)| log.lines().find(|l| l.contains(refused))) {
+                bail!("the {} wasm module refused its configuration: {line}", self.variant.label());
             }
-            let configured = self.variant == Variant::Bare || log.contains("portcullis: configured");
+            let configured = markers.is_none_or(|(configured, _)| log.contains(configured));
             if configured && self.admin_get("/ready").await.is_ok_and(|t| t.contains("LIVE")) {
                 return Ok(());
             }
@@ -232,5 +294,37 @@ mod tests {
         let b = parse_detailed(text).unwrap();
         assert_eq!(b.len(), 2);
         assert_eq!(b[1], Bucket { lower: 450.0, width: 10.0, count: 2 });
+    }
+
+    /// The chains built here (rather than taken from envoy/envoy.yaml) pass Envoy's own
+    /// validation: the native peer's buffer/mcp/rbac filters and local reply, and bare.
+    #[test]
+    fn native_and_bare_configs_pass_envoy_validate() {
+        use portcullis_runner::devstack::up::{DEV_AGENTS, TRUST_DOMAIN};
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap();
+        let envoy = find_envoy(&root).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = portcullis_runner::devstack::certs::ensure(&dir.path().join("certs"), TRUST_DOMAIN, DEV_AGENTS).unwrap();
+        let rules = native::reader_rules(&root).unwrap();
+        let template = std::fs::read_to_string(root.join("envoy/envoy.yaml")).unwrap();
+        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        for variant in [Variant::Bare, Variant::Native] {
+            let config = render_config(&RenderInput {
+                template: &template,
+                listen: addr(18443),
+                upstream: addr(19443),
+                admin: addr(19901),
+                wasm: &dir.path().join("unused.wasm"),
+                plugin_config_json: "{}",
+                pki: &pki,
+                variant,
+                native: &rules,
+            })
+            .unwrap();
+            let path = dir.path().join(format!("{}.yaml", variant.label()));
+            std::fs::write(&path, &config).unwrap();
+            let out = Command::new(&envoy).args(["--mode", "validate", "-c"]).arg(&path).output().unwrap();
+            assert!(out.status.success(), "{} config: {}\n{config}", variant.label(), String::from_utf8_lossy(&out.stderr));
+        }
     }
 }

@@ -3,14 +3,17 @@
 //! `portcullis-bench-micro` crate (`bench/micro`).
 
 pub mod audit_latency;
+pub mod blocks;
 pub mod compare;
 pub mod cpu;
 pub mod envoy;
 pub mod http;
 pub mod load;
 pub mod micro;
+pub mod native;
 pub use portcullis_bench_micro::payload;
 pub mod procs;
+pub mod references;
 pub mod report;
 pub mod responder;
 pub mod results;

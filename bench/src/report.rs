@@ -31,6 +31,7 @@ pub fn build(results: &mut Results) -> Table {
     let mut t = Table::default();
     let mut targets = Vec::new();
     e2e_section(&mut t, results, &mut targets);
+    crate::references::section(&mut t, results);
     decision_section(&mut t, results, &mut targets);
     sandbox_section(&mut t, results, &mut targets);
     micro_section(&mut t, results);
@@ -196,13 +197,13 @@ fn memory_section(t: &mut Table, r: &Results) {
     for m in &r.memory {
         let series: Vec<String> = m.checkpoints.iter().map(|(n, kib)| format!("{} {}", fmt_count(*n), mib(*kib))).collect();
         let last = m.checkpoints.last().map_or(0, |c| c.1);
-        let other = r
+        let bare = r
             .memory
             .iter()
-            .find(|o| o.process == m.process && o.upstream == m.upstream && o.variant != m.variant)
+            .find(|o| o.process == m.process && o.upstream == m.upstream && o.variant == Variant::Bare)
             .and_then(|o| o.checkpoints.last().map(|c| c.1));
-        let (baseline, ratio) = match (m.variant, other) {
-            (Variant::Filter, Some(b)) if b > 0 => (format!("bare: {} at end", mib(b)), format!("filter/bare ×{:.2}", last as f64 / b as f64)),
+        let (baseline, ratio) = match (m.variant, bare) {
+            (v, Some(b)) if v != Variant::Bare && b > 0 => (format!("bare: {} at end", mib(b)), format!("{}/bare ×{:.2}", v.label(), last as f64 / b as f64)),
             _ => (String::new(), String::new()),
         };
         let state = if m.growth_flagged { format!("GROWING {:+.1} MiB", m.growth_kib as f64 / 1024.0) } else { format!("flat ({:+.1} MiB)", m.growth_kib as f64 / 1024.0) };

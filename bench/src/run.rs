@@ -4,14 +4,17 @@
 //! Topology, per upstream kind (static responder, then real runner):
 //!
 //! ```text
-//! load generator ─mTLS─► Envoy bare   ─mTLS─► upstream A
-//! load generator ─mTLS─► Envoy+filter ─mTLS─► upstream B
+//! load generator ─mTLS─► Envoy bare      ─mTLS─► upstream A
+//! load generator ─mTLS─► Envoy+filter    ─mTLS─► upstream B
+//! load generator ─mTLS─► Envoy native    ─mTLS─► upstream C   (static only: the references)
+//! load generator ─mTLS─► Envoy floor     ─mTLS─► upstream D
+//! load generator ─mTLS─► Envoy floor+sig ─mTLS─► upstream E
 //! ```
 //!
-//! Both stacks run at once and every measurement alternates between them in blocks (bare,
-//! filter, filter, bare, ...), so that the noise of a shared 2-core machine falls on both
-//! sides alike instead of on whichever ran second. Each stack has its own upstream process so
-//! that memory and CPU are attributable.
+//! All stacks run at once and every measurement alternates between them in blocks (bare,
+//! filter, native, ..., then the reverse), so that the noise of a shared 2-core machine falls
+//! on all of them alike instead of on whichever ran last (see `blocks`). Each stack has its
+//! own upstream process so that memory and CPU are attributable.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::process::Command;
@@ -25,12 +28,14 @@ use portcullis_runner::devstack::up::{DEV_AGENTS, TRUST_DOMAIN};
 use portcullis_runner::devstack::bundle;
 use portcullis_runner::service::tools;
 
+use crate::blocks::{self, Stack};
 use crate::envoy::{self, Envoy, RenderInput, Variant};
-use crate::load::{self, Agent, Call, Minter, Outcome};
+use crate::load::{self, Call, Minter};
+use crate::native::{self, ReaderRules};
 use crate::procs::{self, Proc};
-use crate::results::{CpuPerRequest, Decision, E2e, Host, MemorySeries, Path, Results, Upstream};
+use crate::results::{Decision, E2e, Host, Path, Results, Upstream};
 use crate::stats::{diff_buckets, summarize_buckets, Summary};
-use crate::{cpu, micro, payload, sandbox_bench};
+use crate::{micro, payload, sandbox_bench};
 
 pub struct Options {
     pub root: PathBuf,
@@ -111,9 +116,13 @@ struct Ctx {
     portcullis: PathBuf,
     envoy_bin: PathBuf,
     wasm: PathBuf,
+    /// The floor module (`bench/floor`), for the static phase's floor stacks.
+    floor_wasm: PathBuf,
     pki: DevPki,
     template: String,
     plugin_config: String,
+    /// The reader's rules, for the native stack.
+    native: ReaderRules,
     reader_tls: Arc<rustls::ClientConfig>,
     reader_id: String,
     signing_key: Vec<u8>,
@@ -170,6 +179,7 @@ fn prepare(opts: &Options) -> Result<Ctx> {
     // $PORTCULLIS_BIN, as for the e2e tests: e.g. to benchmark a runner built elsewhere.
     let portcullis = std::env::var_os("PORTCULLIS_BIN").map(PathBuf::from).unwrap_or_else(|| opts.target_dir.join("release/portcullis"));
     let wasm = opts.target_dir.join("wasm32-wasip1/wasm/portcullis_filter.wasm");
+    let floor_wasm = opts.target_dir.join("wasm32-wasip1/wasm/portcullis_bench_floor.wasm");
     ensure!(portcullis.is_file(), "{} is missing: run `make build` (make bench does)", portcullis.display());
     ensure!(wasm.is_file(), "{} is missing: run `make build` (make bench does)", wasm.display());
     let envoy_bin = envoy::find_envoy(root)?;
@@ -194,6 +204,8 @@ fn prepare(opts: &Options) -> Result<Ctx> {
         portcullis,
         envoy_bin,
         wasm: std::path::absolute(&wasm)?,
+        floor_wasm: std::path::absolute(&floor_wasm)?,
+        native: native::reader_rules(root)?,
         pki,
         plan: Plan::new(opts.quick),
     })
@@ -214,14 +226,6 @@ fn git_state(root: &FsPath) -> (String, bool) {
     (commit, dirty)
 }
 
-/// One Envoy and its own upstream process.
-struct Stack {
-    variant: Variant,
-    envoy: Envoy,
-    upstream: Proc,
-    agents: Vec<Agent>,
-}
-
 async fn start_upstream(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<(Proc, std::net::SocketAddr)> {
     let addr = procs::free_port()?;
     let log = ctx.state.join(format!("{}-{}.log", kind.label(), variant.label()));
@@ -239,8 +243,15 @@ async fn start_upstream(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<(
                 .arg(addr.to_string())
                 .arg("--catalog")
                 .arg(ctx.root.join("catalog/example.yaml"))
+                .arg("--policies")
+                .arg(ctx.root.join("policies"))
                 .arg("--ticket-public-key")
-                .arg(&ctx.pki.ticket_public_key);
+                .arg(&ctx.pki.ticket_public_key)
+                // Each runner its own state (plans, seen tickets, audit log).
+                .arg("--state-dir")
+                .arg(ctx.state.join(format!("runner-{}", variant.label())))
+                .arg("--signing-key")
+                .arg(&ctx.pki.runner_signing_key);
             cmd
         }
     };
@@ -261,15 +272,28 @@ async fn start_upstream(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<(
 async fn start_stack(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<Stack> {
     let (upstream, upstream_addr) = start_upstream(ctx, kind, variant).await?;
     let (listen, admin) = (procs::free_port()?, procs::free_port()?);
+    let (wasm, plugin_config) = match variant {
+        Variant::Floor | Variant::FloorSigned => {
+            ensure!(ctx.floor_wasm.is_file(), "{} is missing: build it with `make bench` (or `cargo build -p portcullis-bench-floor --target wasm32-wasip1 --profile wasm`)", ctx.floor_wasm.display());
+            let pem = String::from_utf8(ctx.signing_key.clone())?;
+            let config = match variant {
+                Variant::FloorSigned => serde_json::json!({ "sign": true, "signing_key_pem": pem }),
+                _ => serde_json::json!({ "sign": false }),
+            };
+            (&ctx.floor_wasm, config.to_string())
+        }
+        _ => (&ctx.wasm, ctx.plugin_config.clone()),
+    };
     let config = envoy::render_config(&RenderInput {
         template: &ctx.template,
         listen,
         upstream: upstream_addr,
         admin,
-        wasm: &ctx.wasm,
-        plugin_config_json: &ctx.plugin_config,
+        wasm,
+        plugin_config_json: &plugin_config,
         pki: &ctx.pki,
         variant,
+        native: &ctx.native,
     })?;
     let name = format!("envoy-{}-{}", kind.label(), variant.label());
     let config_path = ctx.state.join(format!("{name}.yaml"));
@@ -287,8 +311,9 @@ async fn start_stack(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<Stac
     Ok(Stack { variant, envoy, upstream, agents })
 }
 
-/// The request of `path` in `variant` against `kind`, and what a correct answer looks like.
-fn call_for(kind: Upstream, path: Path, variant: Variant) -> Result<(Call, String)> {
+/// The request of `path` in `variant` against `kind`, and what a correct answer looks like;
+/// `None` where the variant has no such path (the floor never denies).
+fn call_for(kind: Upstream, path: Path, variant: Variant) -> Result<Option<(Call, String)>> {
     let (tool, arguments) = match path {
         Path::Allow | Path::Fresh => ("word_count", payload::word_count_arguments()),
         Path::Deny => ("apply_config", payload::apply_config_arguments()),
@@ -306,95 +331,37 @@ fn call_for(kind: Upstream, path: Path, variant: Variant) -> Result<(Call, Strin
             (200, "\"isError\":false", "client-minted ticket → runner runs sandbox".into())
         }
         (Upstream::Runner, Path::Deny, Variant::Bare) => (403, "-32002", "passes through → runner refuses (no ticket)".into()),
+        (Upstream::Runner, _, _) => bail!("the references run against the static upstream only"),
+        (Upstream::Static, Path::Deny, Variant::Floor | Variant::FloorSigned) => return Ok(None),
+        (Upstream::Static, Path::Deny, Variant::Native) => (403, "-32001", "RBAC denies (403, local reply restated as a JSON-RPC error), upstream never hit".into()),
+        (Upstream::Static, _, Variant::Native) => (200, "\"result\"", "MCP filter parses + RBAC allows (no cache) → static".into()),
+        (Upstream::Static, _, Variant::Floor) => (200, "\"result\"", "floor: parse, hash, unsigned ticket → static".into()),
+        (Upstream::Static, _, Variant::FloorSigned) => (200, "\"result\"", "floor: parse, hash, Ed25519-signed ticket → static".into()),
     };
-    Ok((Call { tool, arguments, expect_status: status, expect_body: body, mint_tickets, fresh_arguments: path == Path::Fresh }, what))
-}
-
-/// Runs `rounds` blocks per stack, alternating the order each round, after a warm-up.
-async fn interleaved(
-    stacks: &mut [Stack; 2],
-    calls: &[Arc<Call>; 2],
-    concurrency: usize,
-    rounds: usize,
-    block_cap: u64,
-    block_time: Duration,
-) -> Result<[(Outcome, CpuPerRequest); 2]> {
-    for (s, call) in stacks.iter_mut().zip(calls) {
-        let warm = if concurrency == 1 { 50 } else { 20 * concurrency as u64 };
-        let o = load::run(&mut s.agents, call, concurrency, warm, Duration::from_secs(10)).await?;
-        check_errors(s, &o, "warm-up")?;
-    }
-    let mut out: [(Outcome, CpuSample); 2] = Default::default();
-    for round in 0..rounds {
-        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            let s = &mut stacks[i];
-            let before = CpuSample::take(s)?;
-            let o = load::run(&mut s.agents, &calls[i], concurrency, block_cap, block_time).await?;
-            let after = CpuSample::take(s)?;
-            check_errors(s, &o, "measurement")?;
-            out[i].1.add(&before, &after);
-            out[i].0.absorb(o);
-        }
-    }
-    Ok(out.map(|(o, cpu)| {
-        let n = o.latencies_ns.len().max(1) as f64;
-        let per = CpuPerRequest { envoy: cpu.envoy as f64 / n, upstream: cpu.upstream as f64 / n, load_generator: cpu.own as f64 / n };
-        (o, per)
-    }))
-}
-
-/// Cumulative CPU microseconds of a stack's processes and of this process.
-#[derive(Default, Clone, Copy)]
-struct CpuSample {
-    envoy: u64,
-    upstream: u64,
-    own: u64,
-}
-
-impl CpuSample {
-    fn take(s: &Stack) -> Result<CpuSample> {
-        Ok(CpuSample { envoy: cpu::cpu_us(s.envoy.proc.pid())?, upstream: cpu::cpu_us(s.upstream.pid())?, own: cpu::cpu_us(0)? })
-    }
-
-    fn add(&mut self, before: &CpuSample, after: &CpuSample) {
-        self.envoy += after.envoy.saturating_sub(before.envoy);
-        self.upstream += after.upstream.saturating_sub(before.upstream);
-        self.own += after.own.saturating_sub(before.own);
-    }
-}
-
-/// A run with more than 1% failed requests is not a measurement: fail loudly.
-fn check_errors(s: &Stack, o: &Outcome, what: &str) -> Result<()> {
-    if o.errors * 100 > o.requests() {
-        bail!(
-            "{what} through envoy ({}) failed {} of {} requests; first: {}",
-            s.variant.label(),
-            o.errors,
-            o.requests(),
-            o.first_error.as_deref().unwrap_or("?")
-        );
-    }
-    Ok(())
+    Ok(Some((Call { tool, arguments, expect_status: status, expect_body: body, mint_tickets, fresh_arguments: path == Path::Fresh }, what)))
 }
 
 async fn upstream_phase(ctx: &Ctx, kind: Upstream, results: &mut Results) -> Result<()> {
     let plan = ctx.plan;
-    let mut stacks = [start_stack(ctx, kind, Variant::Bare).await?, start_stack(ctx, kind, Variant::Filter).await?];
-    let filter = 1;
-    let paths: &[Path] = match kind {
-        Upstream::Static => &Path::ALL,
-        Upstream::Runner => &[Path::Allow, Path::Deny],
+    // The references are measured beside Portcullis against the static upstream, where the
+    // proxy is all there is to measure.
+    let (variants, paths): (&[Variant], &[Path]) = match kind {
+        Upstream::Static => (&Variant::ALL, &Path::ALL),
+        Upstream::Runner => (&[Variant::Bare, Variant::Filter], &[Path::Allow, Path::Deny]),
     };
+    let mut stacks = Vec::new();
+    for &variant in variants {
+        stacks.push(start_stack(ctx, kind, variant).await?);
+    }
+    let filter = stacks.iter().position(|s| s.variant == Variant::Filter).context("no filter stack")?;
     for &path in paths {
         let mut calls = Vec::new();
         let mut whats = Vec::new();
         for s in &stacks {
-            let (call, what) = call_for(kind, path, s.variant)?;
-            calls.push(Arc::new(call));
-            whats.push(what);
+            let call = call_for(kind, path, s.variant)?;
+            whats.push(call.as_ref().map(|c| c.1.clone()).unwrap_or_default());
+            calls.push(call.map(|c| Arc::new(c.0)));
         }
-        let calls: [Arc<Call>; 2] = [calls[0].clone(), calls[1].clone()];
         for concurrency in [1usize, 32] {
             let before = stacks[filter].envoy.decision_buckets().await?;
             let (cap, time) = match (kind, path, concurrency) {
@@ -405,8 +372,9 @@ async fn upstream_phase(ctx: &Ctx, kind: Upstream, results: &mut Results) -> Res
                 (Upstream::Runner, _, _) => (plan.c32_block_cap, plan.runner_c32_block_time),
             };
             eprintln!("   {} c={concurrency}: {} rounds × (≤{cap} requests, ≤{time:?}) per stack", path.label(), plan.rounds);
-            let outs = interleaved(&mut stacks, &calls, concurrency, plan.rounds, cap, time).await?;
-            for ((s, (mut o, cpu)), what) in stacks.iter().zip(outs).zip(&whats) {
+            let outs = blocks::interleaved(&mut stacks, &calls, concurrency, plan.rounds, cap, time).await?;
+            for ((s, out), what) in stacks.iter().zip(outs).zip(&whats) {
+                let Some((mut o, cpu)) = out else { continue };
                 let rps = o.rps();
                 let e = E2e {
                     upstream: kind,
@@ -424,7 +392,7 @@ async fn upstream_phase(ctx: &Ctx, kind: Upstream, results: &mut Results) -> Res
                     cpu_us_per_request: cpu,
                 };
                 eprintln!(
-                    "     {:<6} p50/p90/p99 {} µs, {:.0} rps, cpu µs/req envoy {:.0} upstream {:.0} loadgen {:.0}",
+                    "     {:<9} p50/p90/p99 {} µs, {:.0} rps, cpu µs/req envoy {:.0} upstream {:.0} loadgen {:.0}",
                     s.variant.label(),
                     e.latency_us.triple(),
                     e.rps,
@@ -442,73 +410,20 @@ async fn upstream_phase(ctx: &Ctx, kind: Upstream, results: &mut Results) -> Res
         }
     }
     results.decision_admin_text.push((kind, stacks[filter].envoy.decision_text().await?.trim().to_owned()));
-    memory_phase(ctx, kind, &mut stacks, results).await?;
+    let (total, block_time) = match kind {
+        Upstream::Static => (plan.static_memory_calls, Duration::from_secs(60)),
+        Upstream::Runner => (plan.runner_memory_calls, Duration::from_secs(40)),
+    };
+    let mut calls = Vec::new();
+    for s in &stacks {
+        calls.push(Arc::new(call_for(kind, Path::Allow, s.variant)?.context("no allow path")?.0));
+    }
+    results.memory.extend(blocks::memory(kind, &mut stacks, &calls, total, plan.memory_checkpoints, block_time).await?);
     for s in &mut stacks {
         s.envoy.proc.check_alive()?;
         s.upstream.check_alive()?;
     }
     Ok(())
-}
-
-/// RSS of each Envoy and upstream at checkpoints over a long allow-path run at c=32,
-/// alternating the stacks block by block.
-async fn memory_phase(ctx: &Ctx, kind: Upstream, stacks: &mut [Stack; 2], results: &mut Results) -> Result<()> {
-    let plan = ctx.plan;
-    let (total, block_time) = match kind {
-        Upstream::Static => (plan.static_memory_calls, Duration::from_secs(60)),
-        Upstream::Runner => (plan.runner_memory_calls, Duration::from_secs(40)),
-    };
-    let block = total / plan.memory_checkpoints;
-    eprintln!("   memory: {total} allow-path calls per stack at c=32, RSS every {block}");
-    let mut calls = Vec::new();
-    for s in stacks.iter() {
-        calls.push(Arc::new(call_for(kind, Path::Allow, s.variant)?.0));
-    }
-    let mut series: Vec<Vec<(u64, u64, u64)>> = vec![Vec::new(); 2];
-    let mut done = [0u64; 2];
-    for (i, s) in stacks.iter().enumerate() {
-        series[i].push((0, s.envoy.proc.rss_kib()?, s.upstream.rss_kib()?));
-    }
-    for round in 0..plan.memory_checkpoints {
-        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            let s = &mut stacks[i];
-            let o = load::run(&mut s.agents, &calls[i], 32, block, block_time).await?;
-            check_errors(s, &o, "memory run")?;
-            done[i] += o.latencies_ns.len() as u64;
-            series[i].push((done[i], s.envoy.proc.rss_kib()?, s.upstream.rss_kib()?));
-        }
-    }
-    let upstream_name = match kind {
-        Upstream::Static => "responder",
-        Upstream::Runner => "runner",
-    };
-    for (i, s) in stacks.iter().enumerate() {
-        for (process, pick) in [("envoy", 1usize), (upstream_name, 2)] {
-            let checkpoints: Vec<(u64, u64)> = series[i].iter().map(|p| (p.0, if pick == 1 { p.1 } else { p.2 })).collect();
-            let (growth_kib, growth_flagged) = growth(&checkpoints);
-            eprintln!(
-                "     {process:<9} {:<6} RSS MiB: {}{}",
-                s.variant.label(),
-                checkpoints.iter().map(|(n, kib)| format!("{}:{:.1}", crate::stats::fmt_count(*n), *kib as f64 / 1024.0)).collect::<Vec<_>>().join(" "),
-                if growth_flagged { "  GROWING" } else { "" }
-            );
-            results.memory.push(MemorySeries { process: process.to_owned(), upstream: kind, variant: s.variant, checkpoints, growth_kib, growth_flagged });
-        }
-    }
-    Ok(())
-}
-
-/// Growth from the first checkpoint after a block of calls (allocators and caches have warmed
-/// up by then) to the last. Flagged when it is both above 4 MiB and above 5%, and the series
-/// never went down between those points (a steady climb, not a plateau with noise).
-pub fn growth(checkpoints: &[(u64, u64)]) -> (i64, bool) {
-    let warm = &checkpoints[1.min(checkpoints.len().saturating_sub(1))..];
-    let (Some(first), Some(last)) = (warm.first(), warm.last()) else { return (0, false) };
-    let growth = last.1 as i64 - first.1 as i64;
-    let monotonic = warm.windows(2).all(|w| w[1].1 >= w[0].1);
-    let flagged = growth > 4096 && growth as f64 > 0.05 * first.1 as f64 && monotonic;
-    (growth, flagged)
 }
 
 async fn sandbox_phase(ctx: &Ctx) -> Result<Vec<sandbox_bench::SandboxResult>> {
@@ -543,16 +458,4 @@ async fn sandbox_phase(ctx: &Ctx) -> Result<Vec<sandbox_bench::SandboxResult>> {
     }
     std::fs::remove_dir(&temp_root).with_context(|| format!("removing {}", temp_root.display()))?;
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::growth;
-
-    #[test]
-    fn growth_is_flagged_only_for_a_steady_climb() {
-        assert_eq!(growth(&[(0, 50_000), (20, 60_000), (40, 60_100), (60, 60_050)]), (50, false));
-        assert!(growth(&[(0, 50_000), (20, 60_000), (40, 64_000), (60, 68_000)]).1);
-        assert!(!growth(&[(0, 50_000), (20, 60_000), (40, 70_000), (60, 61_000)]).1);
-    }
 }

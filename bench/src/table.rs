@@ -9,6 +9,8 @@ pub struct Table {
 
 enum Row {
     Section(String),
+    /// Column titles of the rows that follow, where they differ from [`HEADERS`].
+    Header([String; 6]),
     Cells([String; 6]),
 }
 
@@ -19,6 +21,10 @@ impl Table {
 
     pub fn row(&mut self, cells: [String; 6]) {
         self.rows.push(Row::Cells(cells));
+    }
+
+    pub fn header(&mut self, cells: [String; 6]) {
+        self.rows.push(Row::Header(cells));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -32,7 +38,7 @@ impl Table {
     pub fn render(&self) -> String {
         let mut widths = HEADERS.map(|h| h.chars().count());
         for row in &self.rows {
-            if let Row::Cells(cells) = row {
+            if let Row::Cells(cells) | Row::Header(cells) = row {
                 for (w, c) in widths.iter_mut().zip(cells) {
                     *w = (*w).max(c.chars().count());
                 }
@@ -55,6 +61,10 @@ impl Table {
                     for piece in wrap(title, inner) {
                         out.push(format!("| {piece:<inner$} |"));
                     }
+                    out.push(rule.clone());
+                }
+                Row::Header(cells) => {
+                    out.push(line(cells));
                     out.push(rule.clone());
                 }
                 Row::Cells(cells) => out.push(line(cells)),
@@ -91,6 +101,7 @@ mod tests {
     fn renders_aligned_columns() {
         let mut t = Table::default();
         t.section("1. latency, with a section title long enough that it has to be wrapped");
+        t.header(["x".into(), "y".into(), "z".into(), "a longer title".into(), "".into(), "".into()]);
         t.row(["a".into(), "bb".into(), "c".into(), "d".into(), "e".into(), "f".into()]);
         let text = t.render();
         let widths: Vec<usize> = text.lines().map(|l| l.chars().count()).collect();
