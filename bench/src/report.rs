@@ -106,7 +106,7 @@ fn decision_section(t: &mut Table, r: &Results, targets: &mut Vec<Target>) {
         let (native_us, native_label) = match d.path {
             Path::Allow => (native(micro::GATEWAY_DECIDE, micro::GATEWAY_CACHED_ID), "native Gateway::decide, cached, 200B"),
             Path::Fresh => (native(micro::GATEWAY_DECIDE, &micro::sized_id(Shape::Str, "200B")), "native Gateway::decide, new call, 200B"),
-            Path::Deny => (None, ""),
+            Path::FreshRead | Path::Deny => (None, ""),
         };
         let baseline = native_us.map_or("—".to_owned(), |n| format!("{native_label}: {} µs", fmt_us(n)));
         let ratio = native_us.filter(|n| *n > 0.0).map_or("—".to_owned(), |n| format!("V8/native ×{:.1} (p50)", d.summary_us.p50 / n));

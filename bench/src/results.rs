@@ -34,9 +34,13 @@ pub enum Path {
     /// reader → word_count, the same arguments every time: the filter allows it (after the
     /// first call, from its decision cache) and signs a ticket.
     Allow,
-    /// reader → word_count with new arguments on every request: every decision is evaluated
-    /// (the decision cache never answers). Static upstream only.
+    /// reader → word_count with a new `text` on every request. The policy does not read `text`
+    /// (it names the arguments it reads), so after the first call the decision cache answers;
+    /// a bundle without `argument_names` evaluates every one. Static upstream only.
     Fresh,
+    /// reader → list_pods with a new `namespace` on every request: an argument the policy reads
+    /// (`argument_names`), so every decision evaluates the policy. Static upstream only.
+    FreshRead,
     /// reader → apply_config: the filter answers the denial itself; without the filter the same
     /// request passes through to the upstream.
     Deny,
@@ -44,12 +48,13 @@ pub enum Path {
 
 impl Path {
     /// In table order.
-    pub const ALL: [Path; 3] = [Path::Allow, Path::Fresh, Path::Deny];
+    pub const ALL: [Path; 4] = [Path::Allow, Path::Fresh, Path::FreshRead, Path::Deny];
 
     pub fn label(self) -> &'static str {
         match self {
             Path::Allow => "allow",
             Path::Fresh => "allow-new-args",
+            Path::FreshRead => "allow-new-read-args",
             Path::Deny => "deny",
         }
     }

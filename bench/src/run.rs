@@ -316,14 +316,16 @@ async fn start_stack(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<Stac
 fn call_for(kind: Upstream, path: Path, variant: Variant) -> Result<Option<(Call, String)>> {
     let (tool, arguments) = match path {
         Path::Allow | Path::Fresh => ("word_count", payload::word_count_arguments()),
+        Path::FreshRead => ("list_pods", payload::list_pods_arguments()),
         Path::Deny => ("apply_config", payload::apply_config_arguments()),
     };
     let mut mint_tickets = false;
     let (status, body, what) = match (kind, path, variant) {
         (_, Path::Deny, Variant::Filter) => (200, "-32001", "filter denies (JSON-RPC error, HTTP 200), upstream never hit".to_owned()),
         (Upstream::Static, Path::Allow, Variant::Filter) => (200, "\"result\"", "filter allows (cached decision) + signs ticket → static".into()),
-        (Upstream::Static, Path::Fresh, Variant::Filter) => (200, "\"result\"", "filter evaluates policy + signs ticket → static".into()),
-        (Upstream::Runner, Path::Fresh, _) => bail!("the runner phase has no allow-new-args path"),
+        (Upstream::Static, Path::Fresh, Variant::Filter) => (200, "\"result\"", "filter: new text, which policy does not read (cached decision) + signs ticket → static".into()),
+        (Upstream::Static, Path::FreshRead, Variant::Filter) => (200, "\"result\"", "filter: new namespace, which policy reads (evaluates policy) + signs ticket → static".into()),
+        (Upstream::Runner, Path::Fresh | Path::FreshRead, _) => bail!("the runner phase has no allow-new-args path"),
         (Upstream::Static, _, Variant::Bare) => (200, "\"result\"", "same request passes through → static".into()),
         (Upstream::Runner, Path::Allow, Variant::Filter) => (200, "\"isError\":false", "filter allows + ticket → runner runs sandbox".into()),
         (Upstream::Runner, Path::Allow, Variant::Bare) => {
@@ -338,7 +340,7 @@ fn call_for(kind: Upstream, path: Path, variant: Variant) -> Result<Option<(Call
         (Upstream::Static, _, Variant::Floor) => (200, "\"result\"", "floor: parse, hash, unsigned ticket → static".into()),
         (Upstream::Static, _, Variant::FloorSigned) => (200, "\"result\"", "floor: parse, hash, Ed25519-signed ticket → static".into()),
     };
-    Ok(Some((Call { tool, arguments, expect_status: status, expect_body: body, mint_tickets, fresh_arguments: path == Path::Fresh }, what)))
+    Ok(Some((Call { tool, arguments, expect_status: status, expect_body: body, mint_tickets, fresh_arguments: matches!(path, Path::Fresh | Path::FreshRead) }, what)))
 }
 
 async fn upstream_phase(ctx: &Ctx, kind: Upstream, results: &mut Results) -> Result<()> {

@@ -76,6 +76,14 @@ pub fn word_count_arguments() -> Map<String, Value> {
     args
 }
 
+/// The load generator's call whose new arguments policy reads: `list_pods` of a namespace
+/// (the load generator appends a number to it on every call).
+pub fn list_pods_arguments() -> Map<String, Value> {
+    let mut args = Map::new();
+    args.insert("namespace".into(), Value::String("team".into()));
+    args
+}
+
 /// The load generator's deny-path call for the `reader` agent: `apply_config` (an apply tool;
 /// readers may only query).
 pub fn apply_config_arguments() -> Map<String, Value> {
