@@ -11,11 +11,14 @@ pub const PREFIX: &str = "sha256:";
 
 /// Largest integer magnitude that an IEEE-754 double holds exactly (2^53 - 1).
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+/// 2^64: integers past it do not fit a u64, so a JSON parser reads their digits as a double.
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     /// RFC 8785 hashes every number as an IEEE-754 double. A larger integer would hash equal
-    /// to its rounded neighbour while the tool receives the exact value, so it is refused.
+    /// to its rounded neighbour while the tool receives the exact value, so it is refused,
+    /// however it is written (`9007199254740993`, `9007199254740993.0`, `1e19`), up to 2^64.
     #[error("integer {0} is outside the exactly representable range ±(2^53-1)")]
     UnsafeInteger(String),
     #[error("number {0} is not finite")]
@@ -122,6 +125,14 @@ fn write_number(out: &mut String, n: &serde_json::Number) -> Result<(), PlanErro
     };
     if !f.is_finite() {
         return Err(PlanError::NonFinite(n.to_string()));
+    }
+    // Such an integer written as a fraction or with an exponent (9007199254740993.0, 1e19) is
+    // refused too: its canonical form is plain digits (ECMAScript prints doubles below 1e21
+    // so), which read back as an integer refused above, so canonical arguments (stored with a
+    // plan or an approval, or audited) could not be hashed again. From 2^64 on, the digits
+    // read back as a double again.
+    if f.abs() > MAX_SAFE_INTEGER as f64 && f.abs() < TWO_POW_64 {
+        return Err(PlanError::UnsafeInteger(n.to_string()));
     }
     if f == 0.0 {
         // ECMAScript prints -0 as "0".
