@@ -249,12 +249,12 @@ pub async fn run(agents: &mut Vec<Agent>, call: &Arc<Call>, concurrency: usize, 
                 let mut arguments = Cow::Borrowed(&call.arguments);
                 if call.fresh_arguments {
                     // Unique for the whole process, so no later run repeats an earlier call.
-                    let n = FRESH.fetch_add(1, Ordering::Relaxed);
+                    let fresh = FRESH.fetch_add(1, Ordering::Relaxed);
                     if let Some(Value::String(text)) = arguments.to_mut().get_mut("text") {
-                        text.push_str(&format!(" #{n}"));
+                        text.push_str(&format!(" #{fresh}"));
                     }
                     if let Some(Value::String(namespace)) = arguments.to_mut().get_mut("namespace") {
-                        namespace.push_str(&format!("-{n}"));
+                        namespace.push_str(&format!("-{fresh}"));
                     }
                 }
                 let body = payload::tools_call_with(n + 1, call.tool, &arguments);

@@ -1,6 +1,7 @@
 //! The Rego authorizer. Policy is compiled once (at plugin configuration) and evaluated per
 //! call; it returns a decision document, never a bare boolean.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
@@ -241,28 +242,37 @@ impl Authorizer {
     /// the cache is keyed on, only those arguments (and no plan hash): what is evaluated is
     /// exactly what is keyed, so a call whose other arguments are new reuses the decision.
     pub fn decide(&self, input: &PolicyInput<'_>) -> Result<Decision, AuthzError> {
-        let shown;
-        let input = match (&self.argument_names, input.arguments) {
-            (Some(names), arguments) => {
-                shown = arguments.map(|a| shown_arguments(names, a));
-                &PolicyInput { arguments: shown.as_ref(), plan_hash: None, ..input.clone() }
-            }
-            (None, _) => input,
-        };
-        let key = decision_cache::key(input);
+        let mut shown = None;
+        let input = self.narrowed(input, &mut shown);
+        let key = decision_cache::key(&input);
         if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
             return Ok(hit);
         }
-        let decision = self.decide_uncached(input)?;
+        let decision = self.evaluate(&input)?;
         if let (Some(key), true) = (key, decision.cacheable) {
             self.cache.insert(key, decision.clone());
         }
         Ok(decision)
     }
 
-    /// Evaluates the policy for `input`, bypassing the decision cache.
+    /// Evaluates the policy for `input` (shown to policy as [`Authorizer::decide`] shows it),
+    /// bypassing the decision cache.
     pub fn decide_uncached(&self, input: &PolicyInput<'_>) -> Result<Decision, AuthzError> {
-        self.decide_value(&serde_json::to_value(input).map_err(|e| AuthzError::Eval(e.to_string()))?)
+        let mut shown = None;
+        self.evaluate(&self.narrowed(input, &mut shown))
+    }
+
+    /// `input` as policy is shown it: with [`ARGUMENT_NAMES`], only those arguments (kept in
+    /// `shown`) and no plan hash.
+    fn narrowed<'c, 'b>(&self, input: &'c PolicyInput<'b>, shown: &'b mut Option<Map<String, Value>>) -> Cow<'c, PolicyInput<'b>> {
+        let Some(names) = &self.argument_names else { return Cow::Borrowed(input) };
+        *shown = input.arguments.map(|a| shown_arguments(names, a));
+        Cow::Owned(PolicyInput { arguments: shown.as_ref(), plan_hash: None, ..input.clone() })
+    }
+
+    /// Evaluates an input already narrowed by [`Authorizer::narrowed`].
+    fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Decision, AuthzError> {
+        eval(&self.compiled, &serde_json::to_value(input).map_err(|e| AuthzError::Eval(e.to_string()))?)
     }
 
     /// Decides for any input document (policy tooling evaluates hand-written inputs), shown to
