@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))] // use get() so bounds are handled
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod authz;
 pub mod caller;
 pub mod catalog;

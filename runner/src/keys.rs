@@ -3,7 +3,6 @@
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
 
 /// `pem`: an Ed25519 PKCS#8 private key.
 pub fn parse_private(pem: &[u8]) -> anyhow::Result<SigningKey> {
@@ -17,9 +16,5 @@ pub fn parse_public(pem: &[u8]) -> anyhow::Result<VerifyingKey> {
     VerifyingKey::from_public_key_pem(pem).map_err(|e| anyhow::anyhow!("not an Ed25519 public key PEM: {e}"))
 }
 
-/// `ed25519:` and the first 16 hex digits of the SHA-256 of the raw 32-byte public key, so a
-/// verifier can tell which key a signature claims before checking it.
-pub fn key_id(key: &VerifyingKey) -> String {
-    let digest = hex::encode(Sha256::digest(key.as_bytes()));
-    format!("ed25519:{}", digest.get(..16).unwrap_or(&digest))
-}
+/// The id that names a key in checkpoints and plan statements (`ed25519:<16 hex>`).
+pub use portcullis_core::audit::key_id;

@@ -1,29 +1,11 @@
 //! The record format shared by the writer ([`super::AuditLog`]) and [`super::verify()`].
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
-/// `prev` of the first record: the SHA-256 of the empty string.
-pub const GENESIS: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub use portcullis_core::audit::{canonical, record_hash, GENESIS};
 
 /// Members every record has, which event fields may not use.
 pub(crate) const RESERVED: [&str; 5] = ["seq", "time", "event", "prev", "hash"];
-
-/// `sha256:<hex>` of `bytes`.
-pub(crate) fn sha256_tagged(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// The SHA-256 of the RFC 8785 canonical JSON of `object` (a record without `hash`, or a
-/// checkpoint without `signature`).
-pub(crate) fn canonical(object: &Map<String, Value>) -> Result<String, String> {
-    portcullis_core::plan::canonicalize(&Value::Object(object.clone())).map_err(|e| e.to_string())
-}
-
-/// The hash a record (given without its `hash` member) must carry.
-pub(crate) fn record_hash(without_hash: &Map<String, Value>) -> Result<String, String> {
-    Ok(sha256_tagged(canonical(without_hash)?.as_bytes()))
-}
 
 /// One record's line (with its `\n`) and its hash. The line lists `seq`, `time`, `event`
 /// first and `prev`, `hash` last, for people reading it; the hash does not depend on order.
@@ -71,7 +53,7 @@ mod tests {
 
     #[test]
     fn genesis_is_the_hash_of_nothing() {
-        assert_eq!(sha256_tagged(b""), GENESIS);
+        assert_eq!(portcullis_core::audit::sha256_tagged(b""), GENESIS);
     }
 
     #[test]

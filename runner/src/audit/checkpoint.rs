@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::{Map, Value};
 use super::chain::canonical;
 use crate::keys::{self, key_id};
@@ -45,54 +45,6 @@ impl CheckpointSigner {
             Value::from(self.key_id.as_str()),
             Value::from(signature)
         ))
-    }
-}
-
-/// A checkpoint whose signature held.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkpoint {
-    pub count: u64,
-    pub head: String,
-    pub time: String,
-}
-
-/// A public key to check checkpoints with.
-pub struct CheckpointVerifier {
-    key: VerifyingKey,
-    key_id: String,
-}
-
-impl CheckpointVerifier {
-    /// `pem`: an Ed25519 SPKI public key ("BEGIN PUBLIC KEY").
-    pub fn from_pem(pem: &[u8]) -> anyhow::Result<Self> {
-        let key = keys::parse_public(pem)?;
-        Ok(Self { key_id: key_id(&key), key })
-    }
-
-    /// Checks one checkpoint line; the error says what is wrong with it.
-    pub fn check(&self, line: &[u8]) -> Result<Checkpoint, String> {
-        let value = portcullis_core::json::parse_strict(line, portcullis_core::json::Limits::default()).map_err(|e| format!("not valid JSON: {e}"))?;
-        let Value::Object(mut object) = value else { return Err("not a JSON object".into()) };
-        let signature = match object.remove("signature") {
-            Some(Value::String(s)) => s,
-            _ => return Err("no signature".into()),
-        };
-        let expected = ["count", "head", "key_id", "time"];
-        if object.len() != expected.len() || expected.iter().any(|k| !object.contains_key(*k)) {
-            return Err(format!("members must be exactly count, head, time, key_id, signature; got {:?}", object.keys().collect::<Vec<_>>()));
-        }
-        let key_id = object.get("key_id").and_then(Value::as_str).unwrap_or_default();
-        if key_id != self.key_id {
-            return Err(format!("signed by key {key_id}, not by the given public key {}", self.key_id));
-        }
-        let bytes = STANDARD.decode(signature.as_bytes()).map_err(|e| format!("signature is not base64: {e}"))?;
-        let signature = Signature::from_slice(&bytes).map_err(|e| format!("malformed signature: {e}"))?;
-        let message = canonical(&object)?;
-        self.key.verify(message.as_bytes(), &signature).map_err(|_| "bad signature (the checkpoint was altered or not signed by this key)".to_owned())?;
-        let count = object.get("count").and_then(Value::as_u64).ok_or("count is not a non-negative integer")?;
-        let head = object.get("head").and_then(Value::as_str).ok_or("head is not a string")?.to_owned();
-        let time = object.get("time").and_then(Value::as_str).ok_or("time is not a string")?.to_owned();
-        Ok(Checkpoint { count, head, time })
     }
 }
 
