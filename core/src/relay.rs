@@ -71,7 +71,12 @@ impl RequestSealer {
         let payload = serde_json::to_vec(&json!([id, method, now.saturating_add(ANSWER_WITHIN_SECONDS)])).map_err(|_| SealError::Unsealable)?;
         let tag = self.mac(owner, session, &payload)?.finalize().into_bytes();
         let tag = tag.get(..MAC_BYTES).ok_or(SealError::Unsealable)?;
-        Ok(format!("{PREFIX}{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(tag)))
+        let sealed = format!("{PREFIX}{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(tag));
+        // An id too long for `open` could never be answered: refuse it here instead.
+        if sealed.len() > MAX_SEALED_BYTES {
+            return Err(SealError::Unsealable);
+        }
+        Ok(sealed)
     }
 
     /// What `sealed` answers, if it was sealed for this caller and session and has not expired.
@@ -139,6 +144,21 @@ mod tests {
         let forged = sealed.replacen("pcr1.", "pcr1.W", 1);
         assert_eq!(s.open(&a, Some("S1"), &forged, 100), Err(SealError::Unknown));
         assert_eq!(s.open(&a, Some("S1"), "7", 100), Err(SealError::Unknown));
+    }
+
+    /// Found by fuzzing (fuzz/regressions/listing/long-server-request-method): a server
+    /// request whose sealed id would be longer than `open` accepts was sealed all the same, and
+    /// the caller's answer then refused as answering nothing.
+    #[test]
+    fn an_id_too_long_to_answer_is_not_sealed() {
+        let s = RequestSealer::new([7; 32]);
+        let a = owner("spiffe://td/ns/a/sa/x");
+        let long = "m".repeat(MAX_SEALED_BYTES);
+        assert_eq!(s.seal(&a, None, &json!(1), &long, 100), Err(SealError::Unsealable));
+        assert_eq!(s.seal(&a, None, &json!(long), "roots/list", 100), Err(SealError::Unsealable));
+        let longest = "m".repeat(650);
+        let sealed = s.seal(&a, None, &json!(1), &longest, 100).unwrap();
+        assert_eq!(s.open(&a, None, &sealed, 100).unwrap().method, longest);
     }
 
     #[test]
