@@ -56,7 +56,7 @@ images: wasm
 # audit verifier. `make fuzz` runs each for FUZZ_SECONDS; `make fuzz-smoke` (part of `make
 # test`) replays the committed crash inputs and runs each for FUZZ_SMOKE_SECONDS.
 FUZZ_SECONDS ?= 300
-FUZZ_SMOKE_SECONDS ?= 12
+FUZZ_SMOKE_SECONDS ?= 10
 .PHONY: fuzz fuzz-smoke
 fuzz: setup
 	fuzz/run.sh $(FUZZ_SECONDS)

@@ -124,14 +124,53 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(whole, cut, "the output depends on where the stream was cut");
     }
     for out in whole.iter().chain(cut.iter()) {
-        let text = String::from_utf8_lossy(out);
-        for event in text.split("\n\n") {
-            let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-            if let [one] = data.as_slice() {
-                if let Ok(value) = serde_json::from_str::<Value>(one) {
-                    check(&value, list, seal.as_ref());
-                }
+        for data in event_data(out) {
+            if let Ok(value) = serde_json::from_slice::<Value>(&data) {
+                check(&value, list, seal.as_ref());
             }
         }
     }
 });
+
+/// The data of each event of a stream, as an EventSource client reads it (lines end in CR, LF
+/// or CRLF; a blank line ends an event; `data` lines are joined with LF), the unterminated last
+/// event included.
+fn event_data(stream: &[u8]) -> Vec<Vec<u8>> {
+    let (mut events, mut data, mut line, mut has_data) = (Vec::new(), Vec::new(), Vec::new(), false);
+    let mut bytes = stream.iter().copied().peekable();
+    let end_line = |line: &mut Vec<u8>, data: &mut Vec<u8>, has_data: &mut bool, events: &mut Vec<Vec<u8>>| {
+        if line.is_empty() {
+            if *has_data {
+                events.push(std::mem::take(data));
+            }
+            data.clear();
+            *has_data = false;
+        } else if line.as_slice() == b"data" || line.starts_with(b"data:") {
+            let value = line.get(5..).unwrap_or_default();
+            if *has_data {
+                data.push(b'\n');
+            }
+            data.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
+            *has_data = true;
+        }
+        line.clear();
+    };
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\r' | b'\n' => {
+                if b == b'\r' && bytes.peek() == Some(&b'\n') {
+                    bytes.next();
+                }
+                end_line(&mut line, &mut data, &mut has_data, &mut events);
+            }
+            other => line.push(other),
+        }
+    }
+    if !line.is_empty() {
+        end_line(&mut line, &mut data, &mut has_data, &mut events);
+    }
+    if has_data {
+        events.push(data);
+    }
+    events
+}
