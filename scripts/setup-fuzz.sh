@@ -8,6 +8,18 @@ TOOLS="$ROOT/.cargo-tools"
 CARGO_FUZZ_VERSION=0.13.2
 
 say() { printf '==> %s\n' "$*"; }
+die() { printf 'setup-fuzz.sh: %s\n' "$*" >&2; exit 1; }
+
+# libfuzzer-sys compiles libFuzzer, which is C++: a machine with gcc alone lacks g++.
+if ! command -v c++ >/dev/null; then
+    command -v apt-get >/dev/null && [[ $EUID -eq 0 ]] \
+        || die "no C++ compiler (c++): install g++ (Debian: apt-get install g++)"
+    say "g++: installing with apt-get (libFuzzer is C++)"
+    apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends g++ >&2 \
+        || { apt-get -o DPkg::Lock::Timeout=600 update >&2 \
+             && apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends g++ >&2; } \
+        || die "apt-get install g++ failed"
+fi
 
 have="$("$TOOLS/bin/cargo-fuzz" --version 2>/dev/null | awk '{print $2}' || true)"
 if [[ "$have" == "$CARGO_FUZZ_VERSION" ]]; then
