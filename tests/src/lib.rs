@@ -116,7 +116,14 @@ impl Stack {
 
     /// Waits for `up` to exit, then starts it again on the same state dir, ports, arguments.
     fn restart(mut self) -> Stack {
-        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("portcullis up did not exit within 20 s of its crash:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let (listen, runner, args) = (self.listen, self.runner, std::mem::take(&mut self.args));
         let state = std::mem::replace(&mut self.state, tempfile::tempdir().expect("tempdir"));
         std::mem::forget(self);
