@@ -380,6 +380,7 @@ fn argument_names(engine: &mut regorus::Engine) -> Result<Option<BTreeSet<String
 }
 
 fn engine_with(bundle: &PolicyBundle, catalog: &Catalog) -> Result<regorus::Engine, AuthzError> {
+    crate::eval_budget::install();
     let mut engine = regorus::Engine::new();
     for m in &bundle.modules {
         engine

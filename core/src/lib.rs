@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod config;
 pub mod decision_cache;
 pub mod error;
+pub mod eval_budget;
 pub mod gateway;
 pub mod json;
 pub mod jsonrpc;

@@ -259,7 +259,12 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Up { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints, upstream, upstream_ca, backend } => {
             let otlp = otlp_endpoint.clone();
             let opts = UpOptions { root, state_dir, listen, runner_listen, catalog, policies, wasm, stop_on_stdin_eof, gateway_settings, json_response, users, control, otlp_endpoint, audit_checkpoints, upstream, upstream_ca, backend };
-            runtime()?.block_on(with_telemetry(otlp.as_deref(), up::up(opts)))?;
+            let rt = runtime()?;
+            let result = rt.block_on(with_telemetry(otlp.as_deref(), up::up(opts)));
+            // `--stop-on-stdin-eof` reads stdin on a blocking thread that only EOF ends: when
+            // `up` stops for another reason (Envoy died), waiting for it would hang the exit.
+            rt.shutdown_background();
+            result?;
         }
         Command::Serve { listen, catalog, policies, ticket_public_key, ticket_issuer, tls, gateway_id, state_dir, signing_key, audit_checkpoints, gateway_access_log, control, backend, otlp_endpoint } => {
             let exe = std::env::current_exe()?;

@@ -52,6 +52,8 @@ pub struct Stack {
     pub ready_after: Duration,
     stdout_log: PathBuf,
     args: Vec<String>,
+    /// An Envoy left running by [`Stack::kill_runner`], killed on drop.
+    orphan_envoy: Option<i32>,
 }
 
 impl Stack {
@@ -66,12 +68,62 @@ impl Stack {
         Self::spawn(state, free_port(), free_port(), args)
     }
 
+    /// Starts `portcullis up` on a state dir the caller prepared (e.g. a small file system
+    /// mounted on its `audit/`).
+    pub fn start_in(state: tempfile::TempDir, extra_args: &[&str]) -> Stack {
+        let args = extra_args.iter().map(|a| (*a).to_owned()).collect();
+        Self::spawn(state, free_port(), free_port(), args)
+    }
+
+    /// The pid of `up` (the runner's process; job dirs carry it in their names).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The pid of the Envoy that `up` started.
+    pub fn envoy_pid(&self) -> i32 {
+        let up = self.child.id();
+        let tasks = std::fs::read_dir(format!("/proc/{up}/task")).expect("up's tasks");
+        let children = tasks.flatten().flat_map(|t| std::fs::read_to_string(t.path().join("children")).unwrap_or_default().split_whitespace().filter_map(|p| p.parse::<i32>().ok()).collect::<Vec<_>>());
+        let envoy = children.into_iter().find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "envoy"));
+        envoy.unwrap_or_else(|| panic!("no envoy among the children of up ({up})"))
+    }
+
+    /// SIGKILLs `up` alone, as a crash of the runner: Envoy (its child, not killed with it)
+    /// stays up with no runner behind it. Envoy is killed when the stack is dropped.
+    pub fn kill_runner(&mut self) {
+        let envoy = self.envoy_pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL up");
+        let _ = self.child.wait();
+        self.orphan_envoy = Some(envoy);
+    }
+
+    /// SIGKILLs Envoy alone; `up` sees it die and stops the runner. Then starts the stack
+    /// again on the same state dir, ports and arguments.
+    pub fn kill_envoy_and_restart(self) -> Stack {
+        let envoy = nix::unistd::Pid::from_raw(self.envoy_pid());
+        nix::sys::signal::kill(envoy, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL envoy");
+        self.restart()
+    }
+
     /// Kills `up` with SIGKILL (and with it, in one process group, Envoy and every job), then
     /// starts it again on the same state dir, ports and arguments: a crash and a restart.
-    pub fn kill_and_restart(mut self) -> Stack {
+    pub fn kill_and_restart(self) -> Stack {
         let pgid = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
         nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the stack");
-        let _ = self.child.wait();
+        self.restart()
+    }
+
+    /// Waits for `up` to exit, then starts it again on the same state dir, ports, arguments.
+    fn restart(mut self) -> Stack {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("portcullis up did not exit within 20 s of its crash:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let (listen, runner, args) = (self.listen, self.runner, std::mem::take(&mut self.args));
         let state = std::mem::replace(&mut self.state, tempfile::tempdir().expect("tempdir"));
         std::mem::forget(self);
@@ -116,7 +168,7 @@ impl Stack {
                 }
             }
         });
-        let mut stack = Stack { child, stdin, listen, runner, admin, state, ready_after: Duration::ZERO, stdout_log, args };
+        let mut stack = Stack { child, stdin, listen, runner, admin, state, ready_after: Duration::ZERO, stdout_log, args, orphan_envoy: None };
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(()) => stack.ready_after = started.elapsed(),
             Err(_) => panic!("portcullis up did not become ready:\n{}", stack.logs()),
@@ -238,6 +290,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        if let Some(envoy) = self.orphan_envoy.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(envoy), nix::sys::signal::Signal::SIGKILL);
+        }
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

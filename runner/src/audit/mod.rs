@@ -37,6 +37,7 @@
 //! show --decision ID` prints a call from its decision to its sandbox's teardown.
 
 mod chain;
+pub mod interrupted;
 pub mod checkpoint;
 pub mod cli;
 pub mod ingest;

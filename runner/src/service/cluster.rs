@@ -51,7 +51,14 @@ impl BackendArgs {
             match name.as_str() {
                 LOCAL => {
                     crate::sandbox::local::host_supports_namespaces().context("the local sandbox backend cannot run here")?;
-                    backends.insert(LOCAL, None, Arc::new(crate::devstack::up::local_backend(exe.clone())))?;
+                    let local = crate::devstack::up::local_backend(exe.clone());
+                    // Job dirs of a runner killed mid-job (its jobs died with it).
+                    match local.sweep_stale_job_dirs() {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "removed the job dirs of a runner that stopped during its jobs"),
+                        Err(e) => tracing::warn!(error = %e, "cannot sweep stale job dirs"),
+                    }
+                    backends.insert(LOCAL, None, Arc::new(local))?;
                 }
                 KUBERNETES => self.kubernetes(&mut backends, catalog, audit).await?,
                 other => bail!("unknown backend {other:?} (expected {LOCAL} or {KUBERNETES})"),

@@ -328,6 +328,12 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
     let guard_tickets = Verifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let callers = CallerVerifier::from_pem(&opts.ticket_public_key_pem, &opts.ticket_issuer, 1)?;
     let ControlPlane { store, plans, approvals, webhook } = opts.control.open()?;
+    // Jobs a killed runner left unended in the trail are recorded aborted before any new one.
+    match crate::audit::interrupted::record_interrupted_jobs(&opts.audit) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(jobs = n, "recorded jobs aborted: the runner stopped during them"),
+        Err(e) => anyhow::bail!("recording the jobs a stopped runner left unended in the audit trail: {e}"),
+    }
     let runner = Arc::new(Runner { catalog: opts.catalog, verifier, store, plans, approvals, webhook, backends: opts.backends, audit: opts.audit });
     let mut config = StreamableHttpServerConfig::default();
     if opts.json_response {

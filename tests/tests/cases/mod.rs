@@ -5,6 +5,7 @@ mod conformance;
 mod control;
 mod denial;
 mod direct;
+mod faults;
 mod gateway;
 mod identity;
 mod kube_backend;

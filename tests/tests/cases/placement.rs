@@ -204,7 +204,7 @@ async fn a_full_queue_answers_at_once_with_a_retry_hint() {
 }
 
 /// Waits until the audit trail says a job of `tool` started.
-async fn wait_until_running(log: &Path, tool: &str) {
+pub async fn wait_until_running(log: &Path, tool: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
