@@ -15,6 +15,7 @@ pub mod conformance;
 pub mod h2raw;
 pub mod kube;
 pub mod mcp;
+pub mod netns;
 pub mod otlp;
 
 pub fn repo_root() -> PathBuf {
@@ -174,6 +175,11 @@ impl Stack {
             Err(_) => panic!("portcullis up did not become ready:\n{}", stack.logs()),
         }
         stack
+    }
+
+    /// The pid of `up`: the runner runs in this process, and Envoy is its child.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self) -> String {

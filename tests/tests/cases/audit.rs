@@ -12,16 +12,16 @@ use serde_json::{json, Value};
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"audit","version":"1"}}}"#;
 
-fn decision_id(r: &Reply) -> String {
+pub(crate) fn decision_id(r: &Reply) -> String {
     r.headers.get("x-portcullis-decision-id").and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("no decision id: {} {}", r.status, r.text)).to_owned()
 }
 
-fn records(path: &Path) -> Vec<Value> {
+pub(crate) fn records(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
 }
 
-fn gateway_decisions(path: &Path) -> Vec<Value> {
+pub(crate) fn gateway_decisions(path: &Path) -> Vec<Value> {
     records(path).into_iter().filter(|r| r["event"] == "gateway.decision").collect()
 }
 
@@ -34,6 +34,40 @@ fn verify(args: &[&Path]) -> (bool, String) {
     }
     let out = cmd.output().unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Waits (up to `limit`) until the audit log at `log` holds `expected` gateway decisions;
+/// returns them, and how many times each decision id appears.
+pub(crate) async fn decisions_by_id(log: &Path, expected: usize, limit: Duration) -> (Vec<Value>, HashMap<String, usize>) {
+    let deadline = Instant::now() + limit;
+    while gateway_decisions(log).len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let decisions = gateway_decisions(log);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for d in &decisions {
+        if let Some(id) = d["decision_id"].as_str() {
+            *seen.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    (decisions, seen)
+}
+
+/// Waits until a signed checkpoint covers at least `records` records of the audit trail in
+/// `state`, then runs `portcullis audit verify --state-dir` on it, which must pass; returns
+/// its output.
+pub(crate) async fn verify_when_checkpointed(state: &Path, records_at_least: u64) -> String {
+    let checkpoints = state.join("audit/checkpoints.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let covered = || records(&checkpoints).last().and_then(|c| c["count"].as_u64()).unwrap_or(0);
+    while covered() < records_at_least && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(covered() >= records_at_least, "no checkpoint covers the run: {:?}", records(&checkpoints).last());
+    let out = std::process::Command::new(portcullis_bin()).args(["audit", "verify", "--state-dir"]).arg(state).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("intact"), "{text}");
+    text
 }
 
 #[tokio::test]
@@ -90,17 +124,7 @@ async fn every_request_reaches_the_audit_trail_exactly_once_and_the_real_log_ver
     let requests = sent.len() + 1;
 
     let log = s.state.path().join("audit/audit.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while gateway_decisions(&log).len() < requests && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let decisions = gateway_decisions(&log);
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for d in &decisions {
-        if let Some(id) = d["decision_id"].as_str() {
-            *seen.entry(id.to_owned()).or_default() += 1;
-        }
-    }
+    let (decisions, seen) = decisions_by_id(&log, requests, Duration::from_secs(5)).await;
     for (id, outcome) in &sent {
         assert_eq!(seen.get(id), Some(&1), "decision {id} ({outcome}) must be recorded exactly once:\n{decisions:#?}");
         let record = decisions.iter().find(|d| d["decision_id"] == id.as_str()).unwrap();
@@ -116,16 +140,9 @@ async fn every_request_reaches_the_audit_trail_exactly_once_and_the_real_log_ver
     assert_eq!(decisions.len(), requests, "every request once, nothing else: {decisions:#?}");
 
     // The log of this real run verifies, once a checkpoint covers all of it.
+    verify_when_checkpointed(s.state.path(), requests as u64).await;
     let checkpoints = s.state.path().join("audit/checkpoints.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(30);
     let covered = || records(&checkpoints).last().and_then(|c| c["count"].as_u64()).unwrap_or(0);
-    while covered() < requests as u64 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(covered() >= requests as u64, "no checkpoint covers the run: {:?}", records(&checkpoints));
-    let out = std::process::Command::new(portcullis_bin()).args(["audit", "verify", "--state-dir"]).arg(s.state.path()).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("intact"), "{text}{}", String::from_utf8_lossy(&out.stderr));
 
     // Tampered copies fail, naming where.
     let copies = tempfile::tempdir().unwrap();

@@ -12,6 +12,8 @@ mod kube_backend;
 mod kube_gateway;
 mod kube_harness;
 mod listing;
+mod network;
+mod load;
 mod placement;
 mod plan_hash;
 mod policy;
