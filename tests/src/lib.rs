@@ -177,11 +177,6 @@ impl Stack {
         stack
     }
 
-    /// The pid of `up`: the runner runs in this process, and Envoy is its child.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn url(&self) -> String {
         format!("https://{}/mcp", self.listen)
     }

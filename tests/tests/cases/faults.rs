@@ -4,7 +4,7 @@
 //! executed that the audit trail does not record, nor anything executed twice.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -316,49 +316,3 @@ async fn a_trapping_plugin_leaves_envoy_failing_closed() {
     eprintln!("behind a trapping plugin: {refusals:#?}");
 }
 
-/// A tmpfs mounted on a path, unmounted (lazily) on drop.
-struct Mounted(PathBuf);
-
-impl Mounted {
-    fn tmpfs(path: &Path, size: &str) -> Mounted {
-        std::fs::create_dir_all(path).unwrap();
-        let out = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"]).arg(path).output().expect("mount");
-        assert!(out.status.success(), "mounting a tmpfs (this test runs as root): {}", String::from_utf8_lossy(&out.stderr));
-        Mounted(path.to_owned())
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-        // The stack's state dir was removed around the mount point: remove it and its parent.
-        let _ = std::fs::remove_dir(&self.0);
-        if let Some(parent) = self.0.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
-
-/// The audit trail's file system fills up: the runner refuses the call instead of running it
-/// unrecorded.
-#[tokio::test]
-async fn a_full_audit_disk_refuses_execution() {
-    let state = tempfile::Builder::new().prefix("portcullis-e2e-").tempdir().unwrap();
-    let audit_dir = state.path().join("audit");
-    let _mounted = Mounted::tmpfs(&audit_dir, "1m");
-    let s = Stack::start_in(state, &[]);
-    let http = s.http_client(Some("reader"));
-    let sid = open_session(&http, &s.url()).await.unwrap();
-    let r = post(&http, &s.url(), Some(&sid), &[], &tools_call(70, "word_count", json!({"text": "still room"}))).await.unwrap();
-    assert!(r.message.get("result").is_some(), "{}", r.text);
-
-    use std::io::Write;
-    let mut filler = std::fs::File::create(audit_dir.join("filler")).unwrap();
-    while filler.write_all(&[0u8; 4096]).is_ok() {}
-    let jobs = count_of(&audit_records(&s), "job.started");
-    let r = post(&http, &s.url(), Some(&sid), &[], &tools_call(71, "word_count", json!({"text": "no room left"}))).await.unwrap();
-    eprintln!("audit disk full: {} {}", r.status, r.text);
-    assert_json_rpc_error(&r, json!(71), "a call with the audit disk full");
-    assert!(r.error_message().contains("audit trail cannot be written"), "{}", r.text);
-    assert_eq!(count_of(&audit_records(&s), "job.started"), jobs);
-}
