@@ -36,3 +36,11 @@ pub fn install() {
         set_fallback_execution_timer_config(Some(ExecutionTimerConfig { limit: EVAL_BUDGET, check_interval: CHECK_EVERY }));
     });
 }
+
+/// Lifts the bound for the rest of this process: for offline tools that run a bundle's own Rego
+/// unit tests (`policy test`), whose test rules may each decide every tool and every case, far
+/// more work than one request's decision, and which stall no request.
+pub fn lift() {
+    install();
+    set_fallback_execution_timer_config(None);
+}
