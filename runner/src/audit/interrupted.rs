@@ -9,10 +9,15 @@ use std::io;
 
 use serde_json::{json, Map, Value};
 
+use portcullis_core::placement::LOCAL;
+
 use super::{AuditLog, JOB_ABORTED, JOB_CANCELLED, JOB_FINISHED, JOB_STARTED, SANDBOX_DESTROYED};
 
 /// What the abort record says happened.
 pub const RUNNER_RESTARTED: &str = "the runner stopped during the job (killed or crashed); no result was returned, and the job's sandbox did not outlive the runner";
+
+/// What the abort record says of a job on another backend than the runner's own host.
+pub const RUNNER_RESTARTED_ELSEWHERE: &str = "the runner stopped during the job (killed or crashed); no result was returned; the job's sandbox is on another backend and was not verified destroyed";
 
 /// The `job.started` records (by decision id) with no `job.finished`, `job.aborted` or
 /// `job.cancelled` after them, in the log's order.
@@ -47,11 +52,20 @@ pub fn record_interrupted_jobs(log: &AuditLog) -> io::Result<usize> {
                 fields.insert(key.to_owned(), v.clone());
             }
         }
+        let backend = started.get("backend").cloned().unwrap_or(Value::Null);
         let mut aborted = fields.clone();
-        aborted.insert("error".into(), json!(RUNNER_RESTARTED));
-        let mut destroyed = fields;
-        destroyed.insert("backend".into(), started.get("backend").cloned().unwrap_or(Value::Null));
-        log.append_many(&[(JOB_ABORTED, aborted), (SANDBOX_DESTROYED, destroyed)])?;
+        // Only a local job is known to have died with its runner. A Kubernetes job's namespace
+        // is not reaped at start, so its sandbox is not recorded destroyed.
+        if backend == json!(LOCAL) {
+            aborted.insert("error".into(), json!(RUNNER_RESTARTED));
+            let mut destroyed = fields;
+            destroyed.insert("backend".into(), backend);
+            log.append_many(&[(JOB_ABORTED, aborted), (SANDBOX_DESTROYED, destroyed)])?;
+        } else {
+            aborted.insert("error".into(), json!(RUNNER_RESTARTED_ELSEWHERE));
+            aborted.insert("backend".into(), backend);
+            log.append_many(&[(JOB_ABORTED, aborted)])?;
+        }
     }
     Ok(jobs.len())
 }
