@@ -2,9 +2,11 @@
 //! crash, the host going down). Their sandboxes went with it (a local job dies with its
 //! runner's lifeline; its dir is swept at start), but the trail still shows them running. At
 //! start the runner records each one aborted, with its sandbox gone, so that every started job
-//! has an end in the trail.
+//! has an end in the trail. Then it records its own start ([`RUNNER_STARTED`]): every job
+//! before that record has its end, so the next start reads the trail back to there, not
+//! from its beginning.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io;
 
 use serde_json::{json, Map, Value};
@@ -13,38 +15,41 @@ use portcullis_core::placement::LOCAL;
 
 use super::{AuditLog, JOB_ABORTED, JOB_CANCELLED, JOB_FINISHED, JOB_STARTED, SANDBOX_DESTROYED};
 
+/// Audit event: a runner started, every job before this record has its end in the trail.
+pub const RUNNER_STARTED: &str = "runner.started";
+
 /// What the abort record says happened.
 pub const RUNNER_RESTARTED: &str = "the runner stopped during the job (killed or crashed); no result was returned, and the job's sandbox did not outlive the runner";
 
 /// What the abort record says of a job on another backend than the runner's own host.
 pub const RUNNER_RESTARTED_ELSEWHERE: &str = "the runner stopped during the job (killed or crashed); no result was returned; the job's sandbox is on another backend and was not verified destroyed";
 
-/// The `job.started` records (by decision id) with no `job.finished`, `job.aborted` or
-/// `job.cancelled` after them, in the log's order.
-pub fn unended_jobs(log_text: &str) -> Vec<Map<String, Value>> {
-    let mut open: BTreeMap<String, (usize, Map<String, Value>)> = BTreeMap::new();
-    for (n, line) in log_text.lines().enumerate() {
-        let Ok(Value::Object(record)) = serde_json::from_str::<Value>(line) else { continue };
+/// Of `records`, newest first, the `job.started` records with no `job.finished`,
+/// `job.aborted` or `job.cancelled` of their decision after them, in the log's order.
+pub fn unended_jobs(records: Vec<Map<String, Value>>) -> Vec<Map<String, Value>> {
+    let mut ended = BTreeSet::new();
+    let mut jobs = Vec::new();
+    for record in records {
         let Some(decision) = record.get("decision_id").and_then(Value::as_str).map(str::to_owned) else { continue };
         match record.get("event").and_then(Value::as_str) {
-            Some(JOB_STARTED) => {
-                open.insert(decision, (n, record));
-            }
+            Some(JOB_STARTED) if !ended.contains(&decision) => jobs.push(record),
             Some(JOB_FINISHED | JOB_ABORTED | JOB_CANCELLED) => {
-                open.remove(&decision);
+                ended.insert(decision);
             }
             _ => {}
         }
     }
-    let mut jobs: Vec<_> = open.into_values().collect();
-    jobs.sort_by_key(|(n, _)| *n);
-    jobs.into_iter().map(|(_, r)| r).collect()
+    jobs.reverse();
+    jobs
 }
 
-/// Records every unended job of the log aborted, its sandbox destroyed. Returns how many.
+/// Records every unended job since the last runner start aborted, its sandbox destroyed, then
+/// this start. Returns how many jobs. A start that cannot be recorded (a full audit disk: the
+/// runner then refuses calls, see [`super::log::CLOSING_HEADROOM`]) does not stop the runner;
+/// the next start reads back to the one before.
 pub fn record_interrupted_jobs(log: &AuditLog) -> io::Result<usize> {
-    let text = std::fs::read_to_string(log.path())?;
-    let jobs = unended_jobs(&text);
+    let since = log.records_since_last(|r| r.get("event").and_then(Value::as_str) == Some(RUNNER_STARTED))?;
+    let jobs = unended_jobs(since);
     for started in &jobs {
         let mut fields = Map::new();
         for key in ["decision_id", "tool", "workload", "user", "plan_hash", "job_id"] {
@@ -67,6 +72,9 @@ pub fn record_interrupted_jobs(log: &AuditLog) -> io::Result<usize> {
             log.append_many(&[(JOB_ABORTED, aborted)])?;
         }
     }
+    if let Err(e) = log.append(RUNNER_STARTED, Map::new()) {
+        tracing::error!(error = %e, "audit: the runner's start was not recorded");
+    }
     Ok(jobs.len())
 }
 
@@ -83,10 +91,10 @@ mod tests {
             json!({"event": JOB_STARTED, "decision_id": "c"}),
             json!({"event": JOB_CANCELLED, "decision_id": "c"}),
             json!({"event": "ticket.accepted", "decision_id": "d"}),
-        ]
-        .map(|r| r.to_string())
-        .join("\n");
-        let unended: Vec<_> = unended_jobs(&log).into_iter().map(|r| r["decision_id"].clone()).collect();
-        assert_eq!(unended, vec![json!("b")]);
+            json!({"event": JOB_STARTED, "decision_id": "e"}),
+        ];
+        let newest_first = log.into_iter().rev().map(|r| r.as_object().unwrap().clone()).collect();
+        let unended: Vec<_> = unended_jobs(newest_first).into_iter().map(|r| r["decision_id"].clone()).collect();
+        assert_eq!(unended, vec![json!("b"), json!("e")]);
     }
 }

@@ -13,8 +13,19 @@ use serde_json::{Map, Value};
 use super::chain::{build_line, now_rfc3339, record_hash, GENESIS};
 use super::checkpoint::CheckpointSigner;
 use super::revlines::{complete_len, RevLines};
-use super::AuditConfig;
+use super::{closes, AuditConfig};
 use crate::devstack::certs::{prepare_dir, KEY_MODE};
+
+/// Room kept allocated past the log's end (`fallocate`, the file's size unchanged) for the
+/// records that close what is open ([`super::closes`]: a job's end, its sandbox's end). Any
+/// other record is appended only if this much can stay allocated after it, so on a full (or
+/// read-only) disk the runner refuses a call before its job starts, instead of running a job
+/// whose end it cannot record. 1 MiB holds the end records of hundreds of jobs, far more than
+/// the job queues let run at once.
+pub const CLOSING_HEADROOM: u64 = 1 << 20;
+/// Allocation past the end grows by this much beyond what is needed, so `fallocate` runs
+/// about once per this many bytes of records.
+const ALLOCATION_STEP: u64 = 64 << 10;
 
 /// The audit log, open for appending. Share it as `Arc<AuditLog>`; every method is
 /// thread-safe (one mutex orders the records).
@@ -38,6 +49,8 @@ struct State {
     checkpoints_len: u64,
     /// Records covered by the last checkpoint written.
     checkpointed: u64,
+    /// The file's blocks are allocated up to here (at least `len`).
+    allocated: u64,
     /// Set when a failed write could not be undone: appending after half a line would break
     /// the chain, so every later append fails instead.
     broken: Option<String>,
@@ -56,6 +69,13 @@ impl AuditLog {
     pub fn open(cfg: AuditConfig) -> anyhow::Result<Arc<AuditLog>> {
         let signer = CheckpointSigner::from_pem(&cfg.signing_key_pem)?;
         let (file, len) = open_repaired(&cfg.log)?;
+        match allocate(&file, len, len + 1) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                bail!("the file system of the audit log {} cannot preallocate (fallocate): the runner keeps room for the records that end running jobs, and cannot here", cfg.log.display())
+            }
+            // A full disk refuses calls (with a clear error) rather than the runner's start.
+            _ => {}
+        }
         let (seq, head) = match RevLines::new(&file, len).next().transpose()? {
             None => (0, GENESIS.to_owned()),
             Some((_, line)) => last_record(&line).with_context(|| format!("recovering the audit log {}: its last record is damaged; run `portcullis audit verify`", cfg.log.display()))?,
@@ -79,7 +99,7 @@ impl AuditLog {
             every_records: cfg.checkpoint_every_records,
             every: cfg.checkpoint_every,
             signer,
-            state: Mutex::new(State { file, len, seq, head, checkpoints, checkpoints_len, checkpointed, broken: None }),
+            state: Mutex::new(State { file, len, seq, head, checkpoints, checkpoints_len, checkpointed, allocated: len, broken: None }),
         }))
     }
 
@@ -95,6 +115,9 @@ impl AuditLog {
     }
 
     /// Appends several records with one write and one `fdatasync`; returns the last seq.
+    ///
+    /// Unless every record closes something ([`super::closes`]), the append fails (and writes
+    /// nothing) when [`CLOSING_HEADROOM`] cannot stay allocated past the records.
     pub fn append_many(&self, records: &[(&str, Map<String, Value>)]) -> io::Result<u64> {
         let mut st = self.lock();
         if let Some(why) = &st.broken {
@@ -110,8 +133,13 @@ impl AuditLog {
             head = hash;
         }
         let old_len = st.len;
+        let end = old_len + buf.len() as u64;
+        let closing = records.iter().all(|(event, _)| closes(event));
+        make_room(&mut st, if closing { end } else { end + CLOSING_HEADROOM })?;
         let st_ref = &mut *st;
         if let Err(e) = append_durably(&mut st_ref.file, old_len, buf.as_bytes()) {
+            // The undo cut the file back, and with it what was allocated past its end.
+            st_ref.allocated = old_len;
             if let Some(why) = e.1 {
                 st_ref.broken = Some(why);
             }
@@ -162,6 +190,26 @@ impl AuditLog {
         Ok(None)
     }
 
+    /// The records after the last one for which `stop` holds (all of them if none does),
+    /// newest first: a search back from the end that reads no further than it must.
+    pub fn records_since_last(&self, stop: impl Fn(&Map<String, Value>) -> bool) -> io::Result<Vec<Map<String, Value>>> {
+        let (file, len) = {
+            let st = self.lock();
+            (st.file.try_clone()?, st.len)
+        };
+        let mut records = Vec::new();
+        for line in RevLines::new(&file, len) {
+            let (_, line) = line?;
+            if let Ok(Value::Object(record)) = serde_json::from_slice(&line) {
+                if stop(&record) {
+                    break;
+                }
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
     /// The number of records (the last seq).
     pub fn records(&self) -> u64 {
         self.lock().seq
@@ -188,6 +236,31 @@ impl AuditLog {
         // State changes only after a write succeeded, so a panic elsewhere leaves it whole.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Makes sure the log's blocks are allocated up to `need`: a step beyond it when there is room
+/// for that, or exactly up to it; if not even that, the disk has no room (or is read-only).
+fn make_room(st: &mut State, need: u64) -> io::Result<()> {
+    if need <= st.allocated {
+        return Ok(());
+    }
+    let step = allocate(&st.file, st.len, need + ALLOCATION_STEP).map(|()| need + ALLOCATION_STEP);
+    match step.or_else(|_| allocate(&st.file, st.len, need).map(|()| need)) {
+        Ok(allocated) => {
+            st.allocated = allocated;
+            Ok(())
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("no room for the record and the {} KiB kept for the records that end running jobs ({e})", CLOSING_HEADROOM >> 10),
+        )),
+    }
+}
+
+/// Allocates the file's blocks from `from` up to `to`, keeping its size.
+fn allocate(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let (offset, len) = (i64::try_from(from).map_err(io::Error::other)?, i64::try_from(to.saturating_sub(from)).map_err(io::Error::other)?);
+    nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE, offset, len).map_err(io::Error::from)
 }
 
 /// Appends `bytes` at `len` and syncs. On failure, cuts the file back to `len` so the next

@@ -73,6 +73,17 @@ pub const JOB_ABORTED: &str = "job.aborted";
 /// never started) and who cancelled (the call's requester). No result was sent.
 pub const JOB_CANCELLED: &str = "job.cancelled";
 pub const SANDBOX_DESTROYED: &str = "sandbox.destroyed";
+/// The reaper deleted an expired Kubernetes job namespace (a runner died mid-job; see
+/// `service::cluster`).
+pub const SANDBOX_REAPED: &str = "sandbox.reaped";
+
+/// The records that close what an earlier record opened: a job's end and its sandbox's. They
+/// may use the room [`AuditLog`] keeps allocated past the log's end; every other record (a
+/// decision, a ticket, a job's start) is appended only while that room stays whole, so a job
+/// never starts unless its end can be recorded (see [`log::CLOSING_HEADROOM`]).
+pub fn closes(event: &str) -> bool {
+    [JOB_FINISHED, JOB_ABORTED, JOB_CANCELLED, SANDBOX_DESTROYED, SANDBOX_REAPED].contains(&event)
+}
 /// The ingester found the access log replaced or truncated and starts over on the new file
 /// (see [`ingest`]); the record says which lines of the old file may not have been read.
 pub const SOURCE_RESET: &str = "audit.source_reset";

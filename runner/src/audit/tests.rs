@@ -224,6 +224,72 @@ fn reserved_fields_are_refused_and_nothing_is_written() {
     assert_eq!(log.append(super::JOB_STARTED, Map::new()).unwrap(), 1);
 }
 
+/// On a full disk the log refuses every record that opens something (a job's start among
+/// them) while it can still write the records that end running jobs. Mounts a 2 MiB tmpfs, so
+/// it needs root, as the runner's other namespace tests do.
+#[test]
+fn a_full_disk_refuses_opening_records_and_keeps_room_for_closing_ones() {
+    let f = Fixture::new();
+    let dir = f.log_path().parent().unwrap().to_owned();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs"]).arg(&dir).status().unwrap();
+    assert!(mounted.success(), "mounting a tmpfs (this test needs root)");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.clone());
+    let log = f.open(0);
+    let record = |n: u64| fields(json!({"decision_id": format!("d{n}"), "pad": "x".repeat(900)}));
+    log.append(super::JOB_STARTED, record(0)).unwrap();
+    let mut filler = std::fs::File::create(dir.join("filler")).unwrap();
+    while std::io::Write::write_all(&mut filler, &[0u8; 4096]).is_ok() {}
+
+    // What was allocated ahead is used up, then opening records are refused, whole.
+    let mut opened = 0;
+    let refusal = loop {
+        match log.append(super::JOB_STARTED, record(opened + 1)) {
+            Ok(_) => opened += 1,
+            Err(e) => break e,
+        }
+        assert!(opened < 1000, "1000 records of 1 KiB on a full 2 MiB disk");
+    };
+    assert!(refusal.to_string().contains("kept for the records that end running jobs"), "{refusal}");
+    let records = log.records();
+    assert!(log.append_many(&[(super::JOB_FINISHED, record(1)), (super::JOB_STARTED, record(2))]).is_err(), "a batch that opens anything");
+    assert_eq!(log.records(), records);
+    // The room kept holds the ends of every job started, and of hundreds more.
+    for n in 0..=opened.max(300) {
+        log.append(super::JOB_FINISHED, record(n)).unwrap();
+        log.append(super::SANDBOX_DESTROYED, record(n)).unwrap();
+    }
+    assert!(log.append(super::JOB_STARTED, record(0)).is_err());
+    drop(log);
+    f.verify().unwrap();
+}
+
+#[test]
+fn each_start_records_the_unended_jobs_once_reading_back_only_to_the_last_start() {
+    use super::interrupted::{record_interrupted_jobs, RUNNER_STARTED};
+    let f = Fixture::new();
+    let log = f.open(0);
+    let job = |id: &str| fields(json!({"decision_id": id, "backend": "local"}));
+    log.append(super::JOB_STARTED, job("a")).unwrap();
+    log.append(super::JOB_STARTED, job("b")).unwrap();
+    log.append(super::JOB_FINISHED, job("b")).unwrap();
+    assert_eq!(record_interrupted_jobs(&log).unwrap(), 1);
+    log.append(super::JOB_STARTED, job("c")).unwrap();
+    let since = log.records_since_last(|r| r["event"] == RUNNER_STARTED).unwrap();
+    assert_eq!(since.iter().map(|r| r["decision_id"].clone()).collect::<Vec<_>>(), vec![json!("c")]);
+    assert_eq!(record_interrupted_jobs(&log).unwrap(), 1, "c only");
+    assert_eq!(record_interrupted_jobs(&log).unwrap(), 0);
+    let aborted: Vec<_> = f.lines().iter().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["event"] == super::JOB_ABORTED).map(|r| r["decision_id"].clone()).collect();
+    assert_eq!(aborted, vec![json!("a"), json!("c")]);
+    f.verify().unwrap();
+}
+
 fn access_line(id: &str, outcome: &str) -> String {
     let decision = json!({"decision_id": id, "outcome": outcome, "workload": "spiffe://x/ns/agents/sa/reader", "user": null,
         "method": "tools/call", "tool": "word_count", "plan_hash": "sha256:00", "rule_ids": ["r"], "policy_version": "v1"});

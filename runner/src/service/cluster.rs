@@ -11,12 +11,10 @@ use portcullis_core::catalog::Catalog;
 use portcullis_core::placement::{KUBERNETES, LOCAL};
 use serde_json::{json, Map};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, SANDBOX_REAPED};
 use crate::sandbox::kube::{reaper, KubeOptions, KubernetesBackend};
 use crate::service::backends::{Backends, Limits};
 
-/// Audit event: the reaper deleted an expired job namespace (a runner died mid-job).
-pub const SANDBOX_REAPED: &str = "sandbox.reaped";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendArgs {

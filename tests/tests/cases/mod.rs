@@ -1,4 +1,5 @@
 mod audit;
+mod audit_disk;
 mod backends;
 mod config;
 mod conformance;
