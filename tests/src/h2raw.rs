@@ -38,21 +38,33 @@ impl RawReply {
 /// Sends one request on a fresh HTTP/2 connection to the gateway as `agent`. `body` goes out
 /// as DATA frames of at most `chunk` bytes, none of them with END_STREAM unless `end` is Body.
 pub async fn send(stack: &Stack, agent: &str, method: &str, headers: &[(&str, &str)], body: &[u8], end: End) -> anyhow::Result<Option<RawReply>> {
+    send_to(stack, agent, method, "/mcp", headers, &[body], std::time::Duration::ZERO, end).await
+}
+
+/// Like [`send`], to `path` (with its query), the body going out as one DATA frame per part
+/// (a long part as several), `pause` apart.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_to(stack: &Stack, agent: &str, method: &str, path: &str, headers: &[(&str, &str)], parts: &[&[u8]], pause: std::time::Duration, end: End) -> anyhow::Result<Option<RawReply>> {
+    let body_len: usize = parts.iter().map(|p| p.len()).sum();
     let tls = connect(stack, agent, b"h2").await?;
     let (client, connection) = h2::client::handshake(tls).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
     let mut client = client.ready().await?;
-    let mut req = Request::builder().method(method).uri(stack.url());
+    let mut req = Request::builder().method(method).uri(format!("https://{}{path}", stack.listen));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let end_at_headers = body.is_empty() && matches!(end, End::Body);
+    let end_at_headers = body_len == 0 && matches!(end, End::Body);
     let (response, mut stream) = client.send_request(req.body(())?, end_at_headers)?;
-    if !body.is_empty() {
-        stream.reserve_capacity(body.len());
-        stream.send_data(Bytes::copy_from_slice(body), matches!(end, End::Body))?;
+    let parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 && !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        stream.reserve_capacity(part.len());
+        stream.send_data(Bytes::copy_from_slice(part), i + 1 == parts.len() && matches!(end, End::Body))?;
     }
     match end {
         End::Body => {}
@@ -86,10 +98,23 @@ pub async fn send(stack: &Stack, agent: &str, method: &str, headers: &[(&str, &s
 /// `agent`, closes the connection at once with `cut_off` (Envoy then drops the request), and
 /// returns everything the gateway answered.
 pub async fn send_http1(stack: &Stack, agent: &str, raw: &[u8], cut_off: bool) -> anyhow::Result<String> {
+    send_http1_parts(stack, agent, &[raw], std::time::Duration::ZERO, cut_off).await
+}
+
+/// Like [`send_http1`], writing (and flushing) `parts` one after another, `pause` apart: one
+/// TLS record each, so the gateway reads the request in these pieces.
+pub async fn send_http1_parts(stack: &Stack, agent: &str, parts: &[&[u8]], pause: std::time::Duration, cut_off: bool) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tls = connect(stack, agent, b"http/1.1").await?;
-    tls.write_all(raw).await?;
-    tls.flush().await?;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 && !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        // The gateway may answer (413) and stop reading before the body ends: read its answer.
+        if tls.write_all(part).await.is_err() || tls.flush().await.is_err() {
+            break;
+        }
+    }
     if cut_off {
         tls.shutdown().await?;
     }

@@ -2,6 +2,7 @@ mod audit;
 mod backends;
 mod config;
 mod conformance;
+mod adversarial;
 mod control;
 mod denial;
 mod direct;
