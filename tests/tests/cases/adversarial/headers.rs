@@ -19,8 +19,6 @@ fn spoofed() -> Vec<Case> {
         ("x-envoy-original-path", "/healthz".into()),
         ("x-portcullis-decision-id", "00000000000000000000000000000000".into()),
         ("x-portcullis-workload", OPERATOR.into()),
-        ("mcp-method", "ping".into()),
-        ("mcp-name", "word_count".into()),
     ];
     let mut cases = Vec::new();
     for (k, v) in &forged {
@@ -28,10 +26,18 @@ fn spoofed() -> Vec<Case> {
         cases.push(Case::post(format!("forged {k}, allowed call"), allowed("30"), Expect::Runs("word_count")).header(k, v));
         cases.push(Case::post(format!("forged {k}, denied call"), denied("31"), Expect::Refused(200, -32001, json!(31))).header(k, v));
     }
+    // MCP's routing headers must agree with the body; one that names something else is refused.
+    let mismatch = |id: u64| Expect::Refused(400, -32020, json!(id));
+    cases.push(Case::post("mcp-method ping, allowed call", allowed("35"), mismatch(35)).header("mcp-method", "ping"));
+    cases.push(Case::post("mcp-method ping, denied call", denied("36"), mismatch(36)).header("mcp-method", "ping"));
+    cases.push(Case::post("mcp-name word_count, denied call", denied("37"), mismatch(37)).header("mcp-name", "word_count"));
+    cases.push(Case::post("mcp-name word_count, allowed call (agrees)", allowed("38"), Expect::Runs("word_count")).header("mcp-name", "word_count"));
     // The reader claims to be the operator, through a proxy's header, for an operator's tool.
     let medium = r#"{"jsonrpc":"2.0","id":32,"method":"tools/call","params":{"name":"restart_deployment","arguments":{"namespace":"dev","deployment":"app"}}}"#;
     cases.push(Case::post("forged xfcc naming the operator, operator's tool", medium, Expect::Refused(200, -32001, json!(32))).header("x-forwarded-client-cert", &format!("By={OPERATOR};URI={OPERATOR}")));
-    cases.push(Case::post("garbage bearer token, denied call", denied("33"), Expect::Refused(401, -32001, json!(33))).header("authorization", "Bearer not.a.token"));
+    // A token that does not verify names no user: the call is decided for the workload alone.
+    cases.push(Case::post("garbage bearer token, denied call", denied("33"), Expect::Refused(200, -32001, json!(33))).header("authorization", "Bearer not.a.token"));
+    cases.push(Case::post("garbage bearer token, allowed call", allowed("39"), Expect::Runs("word_count")).header("authorization", "Bearer not.a.token"));
     cases
 }
 
@@ -46,9 +52,7 @@ fn sessions() -> Vec<Case> {
     cases
 }
 
-#[tokio::test]
-async fn adversarial_headers() {
-    let mut b = Bench::start(&["reader", "operator"]).await;
+pub async fn run(b: &mut Bench) {
     b.run(&spoofed()).await;
     let operator_session = b.session("operator").to_owned();
     let cases: Vec<Case> = sessions()
@@ -56,5 +60,4 @@ async fn adversarial_headers() {
         .map(|c| c.header("mcp-session-id", &operator_session).header("mcp-protocol-version", "2025-06-18"))
         .collect();
     b.run(&cases).await;
-    b.finish().await;
 }

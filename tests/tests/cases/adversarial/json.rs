@@ -12,16 +12,19 @@ fn refused(status: u16, code: i64, id: Value) -> Expect {
     Expect::Refused(status, code, id)
 }
 
+/// A call of `tool` (spelled as given) under `method`, with arguments valid for the tool it
+/// spells, so that a refusal comes from the decision, not the tool's schema.
 fn with_method(id: i64, method: &str, tool: &str) -> String {
-    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{"name":"{tool}","arguments":{{"text":"x"}}}}}}"#)
+    let arguments = if tool.to_lowercase().starts_with("delete") { r#"{"namespace":"p"}"# } else { r#"{"text":"x"}"# };
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{"name":"{tool}","arguments":{arguments}}}}}"#)
 }
 
 fn names() -> Vec<Case> {
     let mut cases = vec![
         // An escape is the same string once decoded: the call is the real one, decided as such.
         Case::post("method \\u0074ools/call, allowed tool", with_method(1, r"\u0074ools/call", "word_count"), Expect::Runs("word_count")),
-        Case::post("method \\u0074ools/call, denied tool", with_method(2, r"\u0074ools/call", "delete_namespace"), refused(400, -32602, json!(2))),
-        Case::post("tool delete\\u005fnamespace", with_method(3, "tools/call", r"delete\u005fnamespace"), refused(400, -32602, json!(3))),
+        Case::post("method \\u0074ools/call, denied tool", with_method(2, r"\u0074ools/call", "delete_namespace"), refused(200, DENY, json!(2))),
+        Case::post("tool delete\\u005fnamespace", with_method(3, "tools/call", r"delete\u005fnamespace"), refused(200, DENY, json!(3))),
         Case::post("tool word\\u005fcount", with_method(4, "tools/call", r"word\u005fcount"), Expect::Runs("word_count")),
     ];
     for (i, method) in ["Tools/call", "TOOLS/CALL", " tools/call", "tools/call ", r"tools/call\n", r"tools/call\u0000", "tools//call", "tools/call/"].iter().enumerate() {
@@ -64,12 +67,13 @@ fn duplicates() -> Vec<Case> {
 }
 
 fn numbers_and_ids() -> Vec<Case> {
-    let mut cases = Vec::new();
     // Ids of every JSON type. Strings and integers are ids; the rest are not.
-    cases.push(Case::post("id string", allowed(r#""s-1""#), Expect::Runs("word_count")));
-    cases.push(Case::post("id string with escapes", allowed(r#""\u0041\n\"""#), Expect::Runs("word_count")));
-    cases.push(Case::post("id 0", allowed("0"), Expect::Runs("word_count")));
-    cases.push(Case::post("id -1", denied("-1"), refused(200, DENY, json!(-1))));
+    let mut cases = vec![
+        Case::post("id string", allowed(r#""s-1""#), Expect::Runs("word_count")),
+        Case::post("id string with escapes", allowed(r#""\u0041\n\"""#), Expect::Runs("word_count")),
+        Case::post("id 0", allowed("0"), Expect::Runs("word_count")),
+        Case::post("id -1", denied("-1"), refused(200, DENY, json!(-1))),
+    ];
     for (name, id) in [("null", "null"), ("true", "true"), ("object", r#"{"a":1}"#), ("array", "[1]"), ("fractional", "1.5")] {
         cases.push(Case::post(format!("id {name}, allowed call"), allowed(id), refused(400, -32600, Value::Null)));
         cases.push(Case::post(format!("id {name}, denied call"), denied(id), refused(400, -32600, Value::Null)));
@@ -81,9 +85,11 @@ fn numbers_and_ids() -> Vec<Case> {
         cases.push(Case::post(format!("id {name}, denied call"), denied(id), refused(400, -32600, Value::Null)));
     }
     // Numbers inside the call.
-    for (name, text) in [("2^53+1", "9007199254740993"), ("1e400", "1e400"), ("-0", "-0")] {
+    // 2^53+1 is refused before the schema (no exact hash for it); 1e400 is no number a parser
+    // reads (the id before it is still recovered); -0 reaches the schema (text is a string).
+    for (name, text, code) in [("2^53+1", "9007199254740993", -32602), ("1e400", "1e400", -32700), ("-0", "-0", -32602)] {
         let body = format!(r#"{{"jsonrpc":"2.0","id":60,"method":"tools/call","params":{{"name":"word_count","arguments":{{"text":{text}}}}}}}"#);
-        cases.push(Case::post(format!("number {name} as an argument"), body, refused(400, -32602, json!(60))));
+        cases.push(Case::post(format!("number {name} as an argument"), body, refused(400, code, json!(60))));
     }
     cases
 }
@@ -125,18 +131,18 @@ fn sizes() -> Vec<Case> {
         Case::post("nested arrays, depth 300000", deep_arrays, refused(400, -32700, json!(80))),
         Case::post("nested objects, depth 75000", deep_objects, refused(400, -32700, json!(81))),
         Case::post("unclosed nesting, depth 300000", unclosed, refused(400, -32700, json!(82))),
-        Case::post("10 MB string argument", big_string, refused(413, -32600, json!(83))),
-        Case::post("allowed call + 10 MB of whitespace", padded, refused(413, -32600, json!(84))),
+        // Over HTTP/1.1 Envoy may refuse the oversized body itself (its own 413, before the
+        // filter reads an id; seen in some runs, not others), which the filter restates as a
+        // JSON-RPC error with id null.
+        Case::post("10 MB string argument", big_string, refused(413, -32600, json!(83))).on_h1(Expect::RefusedIdOrNull(413, -32600, json!(83))),
+        Case::post("allowed call + 10 MB of whitespace", padded, refused(413, -32600, json!(84))).on_h1(Expect::RefusedIdOrNull(413, -32600, json!(84))),
         // The stack still serves after all of that.
         Case::post("an allowed call after the above", allowed("85"), Expect::Runs("word_count")),
     ]
 }
 
-#[tokio::test]
-async fn adversarial_json_bodies() {
-    let mut b = Bench::start(&["reader"]).await;
+pub async fn run(b: &mut Bench) {
     for table in [names(), duplicates(), numbers_and_ids(), shapes(), sizes()] {
         b.run(&table).await;
     }
-    b.finish().await;
 }
