@@ -27,6 +27,8 @@ pub struct RawReply {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: String,
+    /// How many DATA frames the body came in.
+    pub frames: usize,
 }
 
 impl RawReply {
@@ -38,21 +40,33 @@ impl RawReply {
 /// Sends one request on a fresh HTTP/2 connection to the gateway as `agent`. `body` goes out
 /// as DATA frames of at most `chunk` bytes, none of them with END_STREAM unless `end` is Body.
 pub async fn send(stack: &Stack, agent: &str, method: &str, headers: &[(&str, &str)], body: &[u8], end: End) -> anyhow::Result<Option<RawReply>> {
+    send_to(stack, agent, method, "/mcp", headers, &[body], std::time::Duration::ZERO, end).await
+}
+
+/// Like [`send`], to `path` (with its query), the body going out as one DATA frame per part
+/// (a long part as several), `pause` apart.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_to(stack: &Stack, agent: &str, method: &str, path: &str, headers: &[(&str, &str)], parts: &[&[u8]], pause: std::time::Duration, end: End) -> anyhow::Result<Option<RawReply>> {
+    let body_len: usize = parts.iter().map(|p| p.len()).sum();
     let tls = connect(stack, agent, b"h2").await?;
     let (client, connection) = h2::client::handshake(tls).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
     let mut client = client.ready().await?;
-    let mut req = Request::builder().method(method).uri(stack.url());
+    let mut req = Request::builder().method(method).uri(format!("https://{}{path}", stack.listen));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let end_at_headers = body.is_empty() && matches!(end, End::Body);
+    let end_at_headers = body_len == 0 && matches!(end, End::Body);
     let (response, mut stream) = client.send_request(req.body(())?, end_at_headers)?;
-    if !body.is_empty() {
-        stream.reserve_capacity(body.len());
-        stream.send_data(Bytes::copy_from_slice(body), matches!(end, End::Body))?;
+    let parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 && !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        stream.reserve_capacity(part.len());
+        stream.send_data(Bytes::copy_from_slice(part), i + 1 == parts.len() && matches!(end, End::Body))?;
     }
     match end {
         End::Body => {}
@@ -74,28 +88,78 @@ pub async fn send(stack: &Stack, agent: &str, method: &str, headers: &[(&str, &s
     let headers = response.headers().clone();
     let mut recv = response.into_body();
     let mut body = Vec::new();
+    let mut frames = 0;
     while let Some(chunk) = tokio::time::timeout(std::time::Duration::from_secs(20), recv.data()).await? {
         let chunk = chunk?;
         let _ = recv.flow_control().release_capacity(chunk.len());
         body.extend_from_slice(&chunk);
+        frames += 1;
     }
-    Ok(Some(RawReply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }))
+    Ok(Some(RawReply { status, headers, body: String::from_utf8_lossy(&body).into_owned(), frames }))
 }
 
 /// Writes `raw` (a whole HTTP/1.1 request, or the start of one) on a fresh connection as
 /// `agent`, closes the connection at once with `cut_off` (Envoy then drops the request), and
 /// returns everything the gateway answered.
 pub async fn send_http1(stack: &Stack, agent: &str, raw: &[u8], cut_off: bool) -> anyhow::Result<String> {
+    send_http1_parts(stack, agent, &[raw], std::time::Duration::ZERO, cut_off).await
+}
+
+/// Like [`send_http1`], writing (and flushing) `parts` one after another, `pause` apart: one
+/// TLS record each, so the gateway reads the request in these pieces.
+pub async fn send_http1_parts(stack: &Stack, agent: &str, parts: &[&[u8]], pause: std::time::Duration, cut_off: bool) -> anyhow::Result<String> {
+    exchange_http1(stack, agent, parts, pause, cut_off, false).await
+}
+
+/// Like [`send_http1_parts`], returning as soon as one whole answer is in (by its
+/// content-length or the end of its chunked body) rather than when the gateway closes the
+/// connection (Envoy delays the close after some answers by a second).
+pub async fn send_http1_answered(stack: &Stack, agent: &str, parts: &[&[u8]], pause: std::time::Duration) -> anyhow::Result<String> {
+    exchange_http1(stack, agent, parts, pause, false, true).await
+}
+
+async fn exchange_http1(stack: &Stack, agent: &str, parts: &[&[u8]], pause: std::time::Duration, cut_off: bool, until_answered: bool) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tls = connect(stack, agent, b"http/1.1").await?;
-    tls.write_all(raw).await?;
-    tls.flush().await?;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 && !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        // The gateway may answer (413) and stop reading before the body ends: read its answer.
+        if tls.write_all(part).await.is_err() || tls.flush().await.is_err() {
+            break;
+        }
+    }
     if cut_off {
         tls.shutdown().await?;
     }
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read_to_end(&mut answer)).await;
+    let read = async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if until_answered && http1_answer_complete(&answer) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), read).await;
     Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Whether `raw` holds a whole HTTP/1.1 answer: its head, then its content-length's worth of
+/// body, or a chunked body through its last chunk (no trailers are expected).
+fn http1_answer_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let (head, body) = (String::from_utf8_lossy(&raw[..end]), &raw[end + 4..]);
+    let header = |name: &str| head.lines().skip(1).find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned()));
+    if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        return body.len() >= length;
+    }
+    header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) && (body == b"0\r\n\r\n" || body.ends_with(b"\r\n0\r\n\r\n"))
 }
 
 /// A TLS connection to the gateway presenting `agent`'s certificate, with ALPN `alpn` only.

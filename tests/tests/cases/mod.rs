@@ -3,6 +3,7 @@ mod audit_disk;
 mod backends;
 mod config;
 mod conformance;
+mod adversarial;
 mod control;
 mod denial;
 mod direct;
