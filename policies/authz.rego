@@ -416,9 +416,9 @@ request_denials contains ["identity.no_role", sprintf("workload %s holds no role
 }
 
 request_denials contains ["method.unknown", sprintf("method %s is not allowed through this gateway", [describe(input.method)])] if {
+	input.method != "tools/call"
 	not input.method in protocol_methods
 	not grant_methods[input.method]
-	input.method != "tools/call"
 }
 
 request_denials contains ["tools.unknown", sprintf("tool %s is not in the catalog", [describe(input.tool)])] if {
@@ -433,28 +433,23 @@ else := facts.tools[call_tool].user | tier_denials(call_tool) | argument_denials
 else := grant_denials if count(grant_denials) > 0
 else := set()
 
-allowed if {
+# One chain, tools/call first: an allowed call stops there, without the other methods' rules.
+allowed := true if {
+	count(request_denials) == 0
+	count(tool_denials(call_tool)) == 0
+	count(argument_denials) == 0
+} else := true if {
 	input.method in protocol_methods
 	count(workload_roles) > 0
 	count(request_denials) == 0
-}
-
-allowed if {
+} else := true if {
 	grant_methods[input.method]
 	count(request_denials) == 0
 	grants_request(workload_roles)
 	user_grants_request
-}
-
-allowed if {
+} else := true if {
 	declined_answer
 	count(request_denials) == 0
-}
-
-allowed if {
-	count(request_denials) == 0
-	count(tool_denials(call_tool)) == 0
-	count(argument_denials) == 0
 }
 
 allow_facts := tool_allows(call_tool) if call_tool
