@@ -71,13 +71,14 @@ workload_name := workload_id if workload_id
 else := "(no workload identity)"
 
 # Exact patterns are the common case and cost one comparison; only patterns with a "*" segment
-# are split and compared segment by segment.
-workload_roles contains name if {
+# are split and compared segment by segment. (Rules after the caller-level section read the
+# roles as workload_roles and user_roles, from caller_facts.)
+caller_workload_roles contains name if {
 	some name, role in data.portcullis.roles
 	workload_id in role.workloads
 }
 
-workload_roles contains name if {
+caller_workload_roles contains name if {
 	some name, role in data.portcullis.roles
 	some pattern in role.workloads
 	contains(pattern, "*")
@@ -102,7 +103,7 @@ user_groups contains g if {
 	is_string(g)
 }
 
-user_roles contains name if {
+caller_user_roles contains name if {
 	some name, role in data.portcullis.roles
 	some g in role.groups
 	g in user_groups
@@ -195,12 +196,12 @@ window_text(t) := concat("; ", sort({sprintf("%s: %s %s-%s UTC", [w.id, concat("
 # Denials are [rule id, reason]. The workload's own checks come first: when the workload may
 # never call the tool, the user, the time or the arguments cannot change that.
 workload_denials(t) := {d |
-	not permits(workload_roles, t)
-	d := ["tools.not_permitted", sprintf("workload %s (roles: %s) may not call %s tool %s (risk %s)", [workload_name, role_list(workload_roles), catalog[t].kind, t, catalog[t].risk])]
+	not permits(caller_workload_roles, t)
+	d := ["tools.not_permitted", sprintf("workload %s (roles: %s) may not call %s tool %s (risk %s)", [workload_name, role_list(caller_workload_roles), catalog[t].kind, t, catalog[t].risk])]
 } | {d |
-	permits(workload_roles, t)
+	permits(caller_workload_roles, t)
 	tier(t).operators_only == true
-	not is_operator(workload_roles)
+	not is_operator(caller_workload_roles)
 	d := ["risk.operators_only", sprintf("tool %s is %s risk: only operators may call it, and workload %s is not one", [t, catalog[t].risk, workload_name])]
 }
 
@@ -210,36 +211,30 @@ user_denials(t) := {d |
 	d := ["user.required", sprintf("tool %s requires a verified user: %s", [t, user_error])]
 } | {d |
 	has_user
-	not permits(user_roles, t)
-	d := ["user.not_permitted", sprintf("user %s (roles: %s) may not call %s tool %s (risk %s)", [user_name, role_list(user_roles), catalog[t].kind, t, catalog[t].risk])]
+	not permits(caller_user_roles, t)
+	d := ["user.not_permitted", sprintf("user %s (roles: %s) may not call %s tool %s (risk %s)", [user_name, role_list(caller_user_roles), catalog[t].kind, t, catalog[t].risk])]
 } | {d |
 	has_user
-	permits(user_roles, t)
+	permits(caller_user_roles, t)
 	tier(t).operators_only == true
-	not is_operator(user_roles)
+	not is_operator(caller_user_roles)
 	d := ["risk.operators_only", sprintf("tool %s is %s risk: only operators may call it, and user %s is not one", [t, catalog[t].risk, user_name])]
 }
 
-tier_denials(t) := {d |
+break_glass_denials(t) := {d |
 	tier(t).requires_break_glass == true
 	not break_glass
 	d := ["risk.irreversible", sprintf("tool %s is irreversible and no break-glass rule applies", [t])]
-} | {d |
-	windowed(t)
-	count(open_windows(t)) == 0
-	d := ["window.closed", sprintf("tool %s may only be called inside its change window (%s); %s", [t, window_text(t), now_text])]
 }
 
-tool_denials(t) := (workload_denials(t) | user_denials(t)) | tier_denials(t)
-
-# What allowed a call, as [rule id, reason].
-tool_allows(t) := {a |
-	some r in workload_roles
+# What allowed a call, as [rule id, reason] (inside a change window: window_allows too).
+caller_allows(t) := {a |
+	some r in caller_workload_roles
 	some grant in data.portcullis.roles[r].grants
 	grant_permits(grant, t)
 	a := [concat(".", ["tools.role", r]), sprintf("workload %s may call %s as %s", [workload_name, t, r])]
 } | {a |
-	some r in user_roles
+	some r in caller_user_roles
 	some grant in data.portcullis.roles[r].grants
 	grant_permits(grant, t)
 	a := [concat(".", ["user.role", r]), sprintf("user %s may call %s as %s", [user_name, t, r])]
@@ -250,10 +245,50 @@ tool_allows(t) := {a |
 	tier(t).requires_break_glass == true
 	break_glass
 	a := ["risk.break_glass", sprintf("break-glass: user %s declared %s", [user_name, input.user.claims[data.portcullis.break_glass.claim]])]
-} | {a |
+}
+
+# Everything above depends on the caller alone (workload, verified user, data), never on the
+# call (method, tool, arguments) or the time: the caller's roles and, for every catalog tool,
+# the caller-level denials and allows. The gateway evaluates caller_facts once per caller, with
+# an input of only workload, user and user_error, keeps it while this bundle is loaded, and
+# passes it back on each call as input.caller_facts; every rule below reads the caller through
+# `facts`. Without input.caller_facts (OPA, the unit tests) facts is computed right here, to the
+# same value, so the decisions are the same; only slower. A caller-level rule must not read
+# input.method, input.tool, input.arguments or input.time: the gateway does not show them.
+caller_facts := {
+	"workload_roles": caller_workload_roles,
+	"user_roles": caller_user_roles,
+	"tools": {t: checks |
+		some t, _ in catalog
+		checks := {"workload": workload_denials(t), "user": user_denials(t), "tier": break_glass_denials(t), "allows": caller_allows(t)}
+	},
+}
+
+facts := input.caller_facts if is_object(input.caller_facts)
+else := caller_facts
+
+workload_roles := facts.workload_roles
+
+user_roles := facts.user_roles
+
+# --- per call: change windows, and every caller-level check of one tool ---------------------
+
+window_denials(t) := {d |
+	windowed(t)
+	count(open_windows(t)) == 0
+	d := ["window.closed", sprintf("tool %s may only be called inside its change window (%s); %s", [t, window_text(t), now_text])]
+}
+
+window_allows(t) := {a |
 	some id in open_windows(t)
 	a := ["window.open", sprintf("inside change window %s; %s", [id, now_text])]
 }
+
+tier_denials(t) := facts.tools[t].tier | window_denials(t)
+
+tool_denials(t) := ((facts.tools[t].workload | facts.tools[t].user) | facts.tools[t].tier) | window_denials(t)
+
+tool_allows(t) := facts.tools[t].allows | window_allows(t)
 
 # --- argument rules (tools/call only) -------------------------------------------------------
 
@@ -381,9 +416,9 @@ request_denials contains ["identity.no_role", sprintf("workload %s holds no role
 }
 
 request_denials contains ["method.unknown", sprintf("method %s is not allowed through this gateway", [describe(input.method)])] if {
+	input.method != "tools/call"
 	not input.method in protocol_methods
 	not grant_methods[input.method]
-	input.method != "tools/call"
 }
 
 request_denials contains ["tools.unknown", sprintf("tool %s is not in the catalog", [describe(input.tool)])] if {
@@ -393,34 +428,28 @@ request_denials contains ["tools.unknown", sprintf("tool %s is not in the catalo
 
 # Reported: the first layer that denies (request, then workload, then everything else).
 reported := request_denials if count(request_denials) > 0
-else := workload_denials(call_tool) if count(workload_denials(call_tool)) > 0
-else := user_denials(call_tool) | tier_denials(call_tool) | argument_denials if call_tool
+else := facts.tools[call_tool].workload if count(facts.tools[call_tool].workload) > 0
+else := facts.tools[call_tool].user | tier_denials(call_tool) | argument_denials if call_tool
 else := grant_denials if count(grant_denials) > 0
 else := set()
 
-allowed if {
+# One chain, tools/call first: an allowed call stops there, without the other methods' rules.
+allowed := true if {
+	count(request_denials) == 0
+	count(tool_denials(call_tool)) == 0
+	count(argument_denials) == 0
+} else := true if {
 	input.method in protocol_methods
 	count(workload_roles) > 0
 	count(request_denials) == 0
-}
-
-allowed if {
+} else := true if {
 	grant_methods[input.method]
 	count(request_denials) == 0
 	grants_request(workload_roles)
 	user_grants_request
-}
-
-allowed if {
+} else := true if {
 	declined_answer
 	count(request_denials) == 0
-}
-
-allowed if {
-	permits(workload_roles, call_tool)
-	count(request_denials) == 0
-	count(tool_denials(call_tool)) == 0
-	count(argument_denials) == 0
 }
 
 allow_facts := tool_allows(call_tool) if call_tool
@@ -466,7 +495,6 @@ verdict := {
 # Exactly the catalog tools this caller (workload, user, time) may call with some arguments.
 visible_tools := sort({t |
 	some t, _ in catalog
-	permits(workload_roles, t)
 	count(tool_denials(t)) == 0
 })
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::caller_facts::CallerFacts;
 use crate::catalog::Catalog;
 use crate::decision_cache::{self, DecisionCache};
 use crate::placement::Placement;
@@ -195,6 +196,8 @@ pub struct Authorizer {
     cache: DecisionCache,
     /// The bundle's [`ARGUMENT_NAMES`]; `None`: policy sees every argument and the plan hash.
     argument_names: Option<BTreeSet<String>>,
+    /// The bundle's caller facts ([`crate::caller_facts`]); `None`: it defines none.
+    caller_facts: Option<CallerFacts>,
 }
 
 impl Authorizer {
@@ -202,10 +205,23 @@ impl Authorizer {
     pub fn new(bundle: &PolicyBundle, catalog: &Catalog) -> Result<Self, AuthzError> {
         let mut engine = engine_with(bundle, catalog)?;
         let argument_names = argument_names(&mut engine)?;
+        let caller_facts = CallerFacts::new(engine.clone())?;
         let compiled = engine
             .compile_with_entrypoint(&ENTRYPOINT.into())
             .map_err(|e| AuthzError::Compile(e.to_string()))?;
-        Ok(Self { compiled, version: bundle_version(bundle, catalog), cache: DecisionCache::default(), argument_names })
+        Ok(Self { compiled, version: bundle_version(bundle, catalog), cache: DecisionCache::default(), argument_names, caller_facts })
+    }
+
+    /// This authorizer, never handing policy its caller facts: every decision computes them
+    /// itself, as another engine would; to check that the memo changes no decision.
+    pub fn without_caller_facts(mut self) -> Self {
+        self.caller_facts = None;
+        self
+    }
+
+    /// The bundle's caller facts and their memo, when it defines them.
+    pub fn caller_facts(&self) -> Option<&CallerFacts> {
+        self.caller_facts.as_ref()
     }
 
     /// This authorizer, showing policy every argument and the plan hash whatever the bundle
@@ -272,7 +288,16 @@ impl Authorizer {
 
     /// Evaluates an input already narrowed by [`Authorizer::narrowed`].
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Decision, AuthzError> {
-        eval(&self.compiled, &serde_json::to_value(input).map_err(|e| AuthzError::Eval(e.to_string()))?)
+        self.eval_shown(serde_json::to_value(input).map_err(|e| AuthzError::Eval(e.to_string()))?)
+    }
+
+    /// Evaluates an input as shown to policy, with the caller facts when the bundle has them.
+    fn eval_shown(&self, input: Value) -> Result<Decision, AuthzError> {
+        let input = match &self.caller_facts {
+            Some(facts) => facts.attach(input)?,
+            None => regorus::Value::from(input),
+        };
+        eval(&self.compiled, input)
     }
 
     /// Decides for any input document (policy tooling evaluates hand-written inputs), shown to
@@ -285,9 +310,9 @@ impl Authorizer {
                 if let Some(Value::Object(arguments)) = members.get("arguments") {
                     shown.insert("arguments".into(), Value::Object(shown_arguments(names, arguments)));
                 }
-                eval(&self.compiled, &Value::Object(shown))
+                self.eval_shown(Value::Object(shown))
             }
-            _ => eval(&self.compiled, input),
+            _ => self.eval_shown(input.clone()),
         }
     }
 }
@@ -310,13 +335,13 @@ impl PlanRules {
 
     /// The decision; a bundle that yields nothing denies (fail closed).
     pub fn decide(&self, input: &Value) -> Result<Decision, AuthzError> {
-        eval(&self.compiled, input)
+        eval(&self.compiled, regorus::Value::from(input.clone()))
     }
 }
 
-fn eval(compiled: &regorus::CompiledPolicy, input: &Value) -> Result<Decision, AuthzError> {
+fn eval(compiled: &regorus::CompiledPolicy, input: regorus::Value) -> Result<Decision, AuthzError> {
     let out = compiled
-        .eval_with_input(regorus::Value::from(input.clone()))
+        .eval_with_input(input)
         .map_err(|e| AuthzError::Eval(e.to_string()))?;
     if out == regorus::Value::Undefined {
         // Fail closed: a bundle that yields nothing for this input denies it.

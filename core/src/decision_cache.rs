@@ -27,17 +27,29 @@ pub const MAX_KEY_BYTES: usize = 16 * 1024;
 
 pub type Key = [u8; 32];
 
-#[derive(Default)]
-struct Generations {
-    current: HashMap<Key, Decision>,
-    previous: HashMap<Key, Decision>,
+struct Generations<V> {
+    current: HashMap<Key, V>,
+    previous: HashMap<Key, V>,
 }
 
-#[derive(Default)]
-pub struct DecisionCache {
-    inner: Mutex<Generations>,
+impl<V> Default for Generations<V> {
+    fn default() -> Self {
+        Self { current: HashMap::new(), previous: HashMap::new() }
+    }
+}
+
+/// Bounded as the module says; `V` is a decision, or anything else kept per input (a bundle's
+/// caller facts, [`crate::caller_facts`]).
+pub struct DecisionCache<V = Decision> {
+    inner: Mutex<Generations<V>>,
     hits: AtomicU64,
     misses: AtomicU64,
+}
+
+impl<V> Default for DecisionCache<V> {
+    fn default() -> Self {
+        Self { inner: Mutex::new(Generations::default()), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+    }
 }
 
 /// The input without `time`: everything a cacheable decision may depend on.
@@ -64,8 +76,8 @@ pub fn key(input: &PolicyInput<'_>) -> Option<Key> {
     (bytes.len() <= MAX_KEY_BYTES).then(|| Sha256::digest(&bytes).into())
 }
 
-impl DecisionCache {
-    pub fn get(&self, key: &Key) -> Option<Decision> {
+impl<V: Clone> DecisionCache<V> {
+    pub fn get(&self, key: &Key) -> Option<V> {
         let found = self.lookup(key);
         let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -77,7 +89,7 @@ impl DecisionCache {
         (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
-    fn lookup(&self, key: &Key) -> Option<Decision> {
+    fn lookup(&self, key: &Key) -> Option<V> {
         // A poisoned lock only means a panic elsewhere; the cache then just misses.
         let mut g = self.inner.lock().ok()?;
         if let Some(d) = g.current.get(key) {
@@ -88,7 +100,7 @@ impl DecisionCache {
         Some(d)
     }
 
-    pub fn insert(&self, key: Key, decision: Decision) {
+    pub fn insert(&self, key: Key, decision: V) {
         if let Ok(mut g) = self.inner.lock() {
             Self::put(&mut g, key, decision);
         }
@@ -102,7 +114,7 @@ impl DecisionCache {
         self.len() == 0
     }
 
-    fn put(g: &mut Generations, key: Key, decision: Decision) {
+    fn put(g: &mut Generations<V>, key: Key, decision: V) {
         if g.current.len() >= GENERATION && !g.current.contains_key(&key) {
             g.previous = std::mem::take(&mut g.current);
         }

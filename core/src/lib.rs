@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod authz;
 pub mod caller;
+pub mod caller_facts;
 pub mod catalog;
 pub mod config;
 pub mod decision_cache;

@@ -147,3 +147,27 @@ fn the_default_bundle_decides_every_case_alike_on_the_arguments_it_names() {
     }
     assert!(n > 200, "only {n} cases");
 }
+
+/// The default bundle's caller facts, evaluated once per caller and handed back to every
+/// decision, decide every case exactly as the bundle computing them itself (as OPA does), the
+/// first time (memo miss) and again (memo hit).
+#[test]
+fn the_default_bundle_decides_every_case_alike_with_memoized_caller_facts() {
+    let a = Authorizer::new(&bundle(), &catalog()).unwrap();
+    let computed = Authorizer::new(&bundle(), &catalog()).unwrap().without_caller_facts();
+    assert!(computed.caller_facts().is_none());
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo().join("policies/cases")).unwrap() {
+        let cases: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        for case in cases {
+            let want = computed.decide_value(&case["input"]).unwrap();
+            assert_eq!(a.decide_value(&case["input"]).unwrap(), want, "case {}", case["name"]);
+            assert_eq!(a.decide_value(&case["input"]).unwrap(), want, "case {}, memoized", case["name"]);
+            n += 1;
+        }
+    }
+    assert!(n > 200, "only {n} cases");
+    let n = n as u64;
+    let (hits, misses) = a.caller_facts().expect("the bundle defines caller_facts").counts();
+    assert!(hits >= n && misses > 0 && misses < n, "hits {hits}, misses {misses} of {n} cases");
+}

@@ -144,6 +144,28 @@ impl Fresh {
     }
 }
 
+/// `list_pods` calls for namespaces never asked before (`team-000001`, `team-000002`, ...).
+#[derive(Default)]
+struct Namespaces(std::cell::Cell<u32>);
+
+impl Namespaces {
+    fn next(&self) -> String {
+        let n = self.0.get().wrapping_add(1);
+        self.0.set(n);
+        format!("team-{n:06}")
+    }
+
+    fn arguments(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut a = serde_json::Map::new();
+        a.insert("namespace".into(), self.next().into());
+        a
+    }
+
+    fn body(&self) -> String {
+        payload::tools_call_with(1, "list_pods", &self.arguments())
+    }
+}
+
 /// A body and what parsing it yields, for benchmarks that start after parsing.
 struct Case {
     id: String,
@@ -242,6 +264,16 @@ fn bench_all(c: &mut Criterion) {
     let k = &allow[0];
     assert!(trivial.decide(&input(k)).expect("decide").allow);
     g.bench_function(micro::REGO_TRIVIAL_ID, |b| b.iter(|| black_box(trivial.decide_uncached(black_box(&input(k))).expect("decide"))));
+    // A new namespace for list_pods on every iteration: an argument the policy reads.
+    let namespaces = Namespaces::default();
+    let read = case(micro::NEW_READ_ARGS_ID.to_owned(), "list_pods", Shape::Str, 200);
+    fn read_input<'a>(read: &'a Case, reader: &'a Workload, arguments: &'a serde_json::Map<String, serde_json::Value>) -> PolicyInput<'a> {
+        PolicyInput { arguments: Some(arguments), ..policy_input(read, reader) }
+    }
+    assert!(f.authorizer.decide(&read_input(&read, &reader, &namespaces.arguments())).expect("decide").allow, "the reader must be allowed list_pods");
+    g.bench_function(micro::NEW_READ_ARGS_ID, |b| {
+        b.iter_batched(|| namespaces.arguments(), |a| black_box(f.authorizer.decide(black_box(&read_input(&read, &reader, &a))).expect("decide")), BatchSize::SmallInput)
+    });
     g.finish();
 
     let mut g = c.benchmark_group(micro::GATEWAY_DECIDE);
@@ -261,6 +293,11 @@ fn bench_all(c: &mut Criterion) {
     // The same call again: the policy's answer comes from the decision cache; parsing,
     // validation, the plan hash and a new ticket are still paid.
     let k = &allow[0];
+    let verdict = f.gateway.decide(namespaces.body().as_bytes(), ctx);
+    assert!(verdict.as_ref().is_ok_and(|a| a.ticket.is_some()), "list_pods must be allowed with a ticket: {verdict:?}");
+    g.bench_function(micro::NEW_READ_ARGS_ID, |b| {
+        b.iter_batched(|| namespaces.body(), |body| black_box(f.gateway.decide(black_box(body.as_bytes()), ctx)), BatchSize::SmallInput)
+    });
     g.bench_function(micro::GATEWAY_CACHED_ID, |b| b.iter(|| black_box(f.gateway.decide(black_box(k.body.as_bytes()), ctx))));
     g.finish();
 

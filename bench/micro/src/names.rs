@@ -24,6 +24,10 @@ pub const REGO_TRIVIAL_ID: &str = "trivial-policy-str-200B";
 /// `Gateway::decide` for a call decided before (the decision cache answers), 200-byte body.
 /// The sized `GATEWAY_DECIDE` ids are all new calls.
 pub const GATEWAY_CACHED_ID: &str = "cached-str-200B";
+/// A new call whose argument the policy reads (`reader` → `list_pods` with a new `namespace`
+/// each time): neither the decision cache nor `argument_names` can answer it, so every
+/// iteration evaluates the policy. In `REGO_DECIDE` (the policy alone) and `GATEWAY_DECIDE`.
+pub const NEW_READ_ARGS_ID: &str = "new-read-args";
 pub const TICKET_SIGN_ID: &str = "sign";
 pub const TICKET_VERIFY_ID: &str = "verify";
 /// The bare Ed25519 signature over a ticket's signing input, with a key parsed once.
@@ -45,6 +49,8 @@ pub fn all_benchmarks() -> Vec<(&'static str, String)> {
     out.push((REGO_DECIDE, REGO_DENY_ID.to_owned()));
     out.push((REGO_DECIDE, REGO_TRIVIAL_ID.to_owned()));
     out.push((GATEWAY_DECIDE, GATEWAY_CACHED_ID.to_owned()));
+    out.push((REGO_DECIDE, NEW_READ_ARGS_ID.to_owned()));
+    out.push((GATEWAY_DECIDE, NEW_READ_ARGS_ID.to_owned()));
     for id in [TICKET_SIGN_ID, TICKET_VERIFY_ID, ED25519_SIGN_ID, ED25519_KEY_ID] {
         out.push((TICKET, id.to_owned()));
     }
