@@ -11,7 +11,7 @@
 //! The memo belongs to one compiled bundle (an [`crate::authz::Authorizer`]) and is dropped
 //! with it, so a new bundle, catalog or data never sees another's facts; it is keyed on the
 //! SHA-256 of the caller's members as policy sees them, so two callers never share facts; and
-//! it is bounded like the decision cache ([`crate::decision_cache`]).
+//! it is bounded like the decision cache ([`crate::decision_cache`]), with fewer entries ([`GENERATION`]).
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -25,6 +25,10 @@ pub const CALLER_FACTS: &str = "data.portcullis.authz.caller_facts";
 pub const INPUT_MEMBER: &str = "caller_facts";
 /// The members of `input` that the caller facts are computed from, and keyed on.
 pub const CALLER_MEMBERS: [&str; 3] = ["workload", "user", "user_error"];
+/// Callers per memo generation. One caller's facts cover every catalog tool (several KiB in
+/// the wasm VM, once per worker), so the memo keeps fewer entries than the decision cache;
+/// a caller beyond it costs one facts evaluation more.
+pub const GENERATION: usize = 128;
 
 pub struct CallerFacts {
     compiled: regorus::CompiledPolicy,
@@ -35,7 +39,7 @@ impl CallerFacts {
     /// Compiles the bundle's [`CALLER_FACTS`] rule; `None` when the bundle does not define it.
     pub fn new(mut engine: regorus::Engine) -> Result<Option<Self>, AuthzError> {
         match engine.compile_with_entrypoint(&CALLER_FACTS.into()) {
-            Ok(compiled) => Ok(Some(Self { compiled, memo: DecisionCache::default() })),
+            Ok(compiled) => Ok(Some(Self { compiled, memo: DecisionCache::with_generation(GENERATION) })),
             Err(e) if e.to_string().contains("not a valid rule path") => Ok(None),
             Err(e) => Err(AuthzError::Compile(format!("{CALLER_FACTS}: {e}"))),
         }

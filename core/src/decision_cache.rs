@@ -42,13 +42,22 @@ impl<V> Default for Generations<V> {
 /// caller facts, [`crate::caller_facts`]).
 pub struct DecisionCache<V = Decision> {
     inner: Mutex<Generations<V>>,
+    /// Entries per generation ([`GENERATION`] unless made [`DecisionCache::with_generation`]).
+    generation: usize,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 impl<V> Default for DecisionCache<V> {
     fn default() -> Self {
-        Self { inner: Mutex::new(Generations::default()), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        Self::with_generation(GENERATION)
+    }
+}
+
+impl<V> DecisionCache<V> {
+    /// A cache of at most two generations of `generation` entries each.
+    pub fn with_generation(generation: usize) -> Self {
+        Self { inner: Mutex::new(Generations::default()), generation, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 }
 
@@ -96,13 +105,13 @@ impl<V: Clone> DecisionCache<V> {
             return Some(d.clone());
         }
         let d = g.previous.remove(key)?;
-        Self::put(&mut g, *key, d.clone());
+        self.put(&mut g, *key, d.clone());
         Some(d)
     }
 
     pub fn insert(&self, key: Key, decision: V) {
         if let Ok(mut g) = self.inner.lock() {
-            Self::put(&mut g, key, decision);
+            self.put(&mut g, key, decision);
         }
     }
 
@@ -114,8 +123,8 @@ impl<V: Clone> DecisionCache<V> {
         self.len() == 0
     }
 
-    fn put(g: &mut Generations<V>, key: Key, decision: V) {
-        if g.current.len() >= GENERATION && !g.current.contains_key(&key) {
+    fn put(&self, g: &mut Generations<V>, key: Key, decision: V) {
+        if g.current.len() >= self.generation && !g.current.contains_key(&key) {
             g.previous = std::mem::take(&mut g.current);
         }
         g.current.insert(key, decision);
