@@ -8,6 +8,7 @@
 //! ends with the process anyway.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
@@ -60,6 +61,9 @@ db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::Sto
 
 pub struct Store {
     db: Database,
+    /// The second (unix) of the last pruning of `seen_tickets`: it is pruned at most once a
+    /// second, as pruning scans the whole table (every ticket id of the last TTL seconds).
+    pruned_at: AtomicU64,
 }
 
 /// Who asked: the workload, and the user it acted for when a verified token named one (a user
@@ -122,17 +126,22 @@ impl Store {
             txn.open_table(table.0)?;
         }
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self { db, pruned_at: AtomicU64::new(0) })
     }
 
     /// Records a ticket id's first use in one durable transaction; `false` if it was seen
-    /// before. Entries past their expiry (plus `leeway`) are pruned on the way: such a ticket
-    /// is refused as expired anyway.
+    /// before. Entries past their expiry (plus `leeway`) are pruned on the way, at most once a
+    /// second: such a ticket is refused as expired anyway, so an entry kept a second longer
+    /// changes no answer.
     pub fn first_use_of_ticket(&self, jti: &str, exp: u64, now: u64, leeway: u64) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
+        // Only one write transaction runs at a time, so this read-and-set races with no other.
+        let prune = self.pruned_at.load(Ordering::Relaxed) != now;
         let fresh = {
             let mut seen = txn.open_table(SEEN_TICKETS)?;
-            seen.retain(|_, e| e.saturating_add(leeway) >= now)?;
+            if prune {
+                seen.retain(|_, e| e.saturating_add(leeway) >= now)?;
+            }
             let fresh = seen.get(jti)?.is_none();
             if fresh {
                 seen.insert(jti, exp)?;
@@ -140,6 +149,9 @@ impl Store {
             fresh
         };
         txn.commit()?;
+        if prune {
+            self.pruned_at.store(now, Ordering::Relaxed);
+        }
         Ok(fresh)
     }
 
@@ -182,6 +194,7 @@ fn encode<T: Serialize>(table: Table, key: &str, value: &T) -> Result<Vec<u8>, S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableTableMetadata;
 
     #[test]
     fn a_ticket_id_is_used_once_even_across_reopen() {
@@ -196,6 +209,25 @@ mod tests {
         assert!(!store.first_use_of_ticket("a", 100, 96, 1).unwrap(), "forgotten after a reopen");
         // Long past its expiry the entry is pruned (the verifier refuses such a ticket anyway).
         assert!(store.first_use_of_ticket("a", 100, 200, 1).unwrap());
+    }
+
+    #[test]
+    fn seen_ticket_ids_stay_bounded_by_the_ticket_lifetime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (ttl, leeway, per_second) = (30, 1, 5);
+        let live = || store.db.begin_read().unwrap().open_table(SEEN_TICKETS).unwrap().len().unwrap();
+        for now in 1000..1100u64 {
+            for i in 0..per_second {
+                assert!(store.first_use_of_ticket(&format!("{now}-{i}"), now + ttl, now, leeway).unwrap());
+            }
+            // Pruned once a second: what is left is the tickets of the last ttl + leeway + 1 seconds.
+            assert!(live() <= (ttl + leeway + 1) * per_second, "{} ids kept at {now}", live());
+        }
+        assert_eq!(live(), (ttl + leeway + 1) * per_second);
+        // A second later, even one call prunes what expired meanwhile.
+        assert!(store.first_use_of_ticket("late", 1130, 1100, leeway).unwrap());
+        assert_eq!(live(), (ttl + leeway + 1) * per_second + 1 - per_second);
     }
 
     #[test]
