@@ -1,7 +1,8 @@
 //! Load with accounting: 10,000 calls at concurrency 32 through the real stack, about 2 % of
 //! them denied by policy. Every call reaches the audit trail exactly once (matched by its
 //! decision id), `portcullis audit verify` passes, and neither Envoy's nor the runner's
-//! memory grows. Throughput and memory are printed, not asserted.
+//! memory grows after a minute of warm-up calls (accounted too). Throughput and memory are
+//! printed, not asserted.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,13 +19,14 @@ const CALLS: usize = 10_000;
 const CONCURRENCY: usize = 32;
 /// Every 50th call asks for a tool the reader may not use: 2 % denied by policy.
 const DENY_EVERY: usize = 50;
-/// Time before the first memory sample, taken while the calls go on. What the runner keeps
-/// per call for a while must reach its steady state first: a ticket id stays in the replay
-/// table for the ticket's lifetime (30 s in the dev stack) plus a second of leeway, so that
-/// table holds the last 31 s of calls; the runner's RSS was seen to rise for the first 40-55 s
-/// of load and then to level off. A count of calls would not do: how long 1,000 calls take
-/// depends on the machine.
-const WARM_UP: Duration = Duration::from_secs(60);
+/// Time before the first memory sample. What the runner keeps per call for a while must reach
+/// its steady state first: rmcp keeps each answered request's event stream for 60 s
+/// (`SessionConfig::completed_cache_ttl`, for a client resuming it with Last-Event-ID) and drops
+/// it at the session's next request after that; a ticket id stays in the replay table for the
+/// ticket's lifetime (30 s in the dev stack) plus a second. So both hold about the last minute
+/// of calls, whatever the machine's rate: a count of calls would not do. The warm-up's calls
+/// come before the 10,000 and are accounted too.
+const WARM_UP: Duration = Duration::from_secs(70);
 
 /// Resident set size of `pid` in KiB (VmRSS in /proc/PID/status).
 fn rss_kib(pid: u32) -> u64 {
@@ -43,11 +45,26 @@ fn envoy_pid(up: u32) -> u32 {
         .unwrap_or_else(|| panic!("no envoy among the children of up ({children})"))
 }
 
-/// One worker: its own agent session, then its share of the call numbers, in order; returns decision id -> expected outcome.
-async fn worker(url: String, http: reqwest::Client, calls: Vec<usize>, done: Arc<AtomicUsize>) -> HashMap<String, &'static str> {
-    let session = open_session(&http, &url).await.expect("session");
+/// Which calls a run makes: numbers drawn from a shared counter, until a deadline passes or
+/// up to (not including) a call number.
+#[derive(Clone, Copy)]
+enum Until {
+    Deadline(Instant),
+    Call(usize),
+}
+
+/// One worker: on its agent session, call numbers from `next` until `until`; returns
+/// decision id -> expected outcome.
+async fn worker(url: String, http: reqwest::Client, session: String, next: Arc<AtomicUsize>, until: Until) -> HashMap<String, &'static str> {
     let mut sent = HashMap::new();
-    for n in calls {
+    loop {
+        if matches!(until, Until::Deadline(d) if Instant::now() >= d) {
+            break;
+        }
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        if matches!(until, Until::Call(end) if n >= end) {
+            break;
+        }
         let denied = n % DENY_EVERY == DENY_EVERY - 1;
         let body = if denied {
             tools_call(n as i64, "apply_config", json!({"name": "x", "content": "y"}))
@@ -62,19 +79,13 @@ async fn worker(url: String, http: reqwest::Client, calls: Vec<usize>, done: Arc
             assert!(r.message.get("error").is_none() && r.message.pointer("/result/isError") != Some(&json!(true)), "call {n}: {}", r.text);
         }
         assert!(sent.insert(decision_id(&r), if denied { "denied" } else { "allowed" }).is_none(), "decision id reused");
-        done.fetch_add(1, Ordering::Relaxed);
     }
     sent
 }
 
-/// Runs all the calls; `done` counts those answered.
-async fn run(s: &Stack, done: &Arc<AtomicUsize>) -> HashMap<String, &'static str> {
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|w| {
-            let calls = (0..CALLS).filter(|n| n % CONCURRENCY == w).collect();
-            tokio::spawn(worker(s.url(), s.http_client(Some("reader")), calls, done.clone()))
-        })
-        .collect();
+/// Runs calls on the sessions, one worker each, until `until`.
+async fn run(s: &Stack, sessions: &[(reqwest::Client, String)], next: &Arc<AtomicUsize>, until: Until) -> HashMap<String, &'static str> {
+    let tasks: Vec<_> = sessions.iter().map(|(http, sid)| tokio::spawn(worker(s.url(), http.clone(), sid.clone(), next.clone(), until))).collect();
     let mut sent = HashMap::new();
     for t in tasks {
         sent.extend(t.await.expect("worker"));
@@ -88,48 +99,55 @@ async fn ten_thousand_calls_at_concurrency_32_are_each_audited_once_and_memory_s
     let s = Stack::start();
     let (up, envoy) = (s.pid(), envoy_pid(s.pid()));
 
-    // The first memory sample is taken once the warm-up time has passed, while the calls go on.
-    let done = Arc::new(AtomicUsize::new(0));
+    // Calls for the warm-up time, then the first memory sample, then CALLS more; every call,
+    // warm-up included, is accounted for below.
+    // The same sessions throughout: the runner keeps each session's recent answers (see
+    // WARM_UP), and new sessions after the warm-up would add a second such working set.
+    let mut sessions = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let http = s.http_client(Some("reader"));
+        let sid = open_session(&http, &s.url()).await.expect("session");
+        sessions.push((http, sid));
+    }
+    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let warm = {
-        let done = done.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(WARM_UP).await;
-            (done.load(Ordering::Relaxed), rss_kib(up), rss_kib(envoy))
-        })
-    };
-    let sent = run(&s, &done).await;
+    let mut sent = run(&s, &sessions, &next, Until::Deadline(started + WARM_UP)).await;
+    let warm_calls = sent.len();
+    let (runner_warm, envoy_warm) = (rss_kib(up), rss_kib(envoy));
+    let measured = Instant::now();
+    sent.extend(run(&s, &sessions, &next, Until::Call(warm_calls + CALLS)).await);
     let (runner_end, envoy_end) = (rss_kib(up), rss_kib(envoy));
-    let took = started.elapsed();
-    let (warm_calls, runner_warm, envoy_warm) = warm.await.expect("warm-up sample");
+    let took = measured.elapsed();
+    let total = warm_calls + CALLS;
     let denied = sent.values().filter(|o| **o == "denied").count();
-    eprintln!("load: {CALLS} calls ({denied} denied) at concurrency {CONCURRENCY} in {took:.1?} ({:.0}/s)", CALLS as f64 / took.as_secs_f64());
-    eprintln!("load: RSS after the {WARM_UP:?} warm-up ({warm_calls} calls) / at the end: runner (up) {runner_warm} / {runner_end} KiB, envoy {envoy_warm} / {envoy_end} KiB");
-    assert!(warm_calls < CALLS / 2, "the warm-up took {warm_calls} of the {CALLS} calls: too few are left to show memory flat");
-    assert_eq!(sent.len(), CALLS);
-    assert_eq!(denied, CALLS / DENY_EVERY);
+    eprintln!(
+        "load: warm-up {warm_calls} calls in {:.1?}, then {CALLS} calls at concurrency {CONCURRENCY} in {took:.1?} ({:.0}/s); {denied} of all {total} denied",
+        measured - started,
+        CALLS as f64 / took.as_secs_f64()
+    );
+    eprintln!("load: RSS after the warm-up / at the end: runner (up) {runner_warm} / {runner_end} KiB, envoy {envoy_warm} / {envoy_end} KiB");
+    assert_eq!(sent.len(), total);
+    assert_eq!(denied, (0..total).filter(|n| n % DENY_EVERY == DENY_EVERY - 1).count());
 
     // Each call's decision, exactly once (the sessions' own requests are recorded too).
     let log = s.state.path().join("audit/audit.jsonl");
-    let (decisions, seen) = decisions_by_id(&log, CALLS, Duration::from_secs(30)).await;
+    let (decisions, seen) = decisions_by_id(&log, total, Duration::from_secs(30)).await;
     let by_id: HashMap<&str, &serde_json::Value> = decisions.iter().filter_map(|d| Some((d["decision_id"].as_str()?, d))).collect();
     for (id, outcome) in &sent {
         assert_eq!(seen.get(id), Some(&1), "decision {id} ({outcome}) must be recorded exactly once");
         assert_eq!(by_id[id.as_str()]["outcome"], *outcome, "{}", by_id[id.as_str()]);
     }
     let ours = decisions.iter().filter(|d| d["decision_id"].as_str().is_some_and(|id| sent.contains_key(id))).count();
-    eprintln!("load: audit trail holds {} gateway decisions, {ours} of them the {CALLS} calls", decisions.len());
+    eprintln!("load: audit trail holds {} gateway decisions, {ours} of them the {total} calls", decisions.len());
     let text = verify_when_checkpointed(s.state.path(), decisions.len() as u64).await;
     eprintln!("load: audit verify: {}", text.trim());
 
     // No growth once warm. Envoy stays flat (4 KiB in the runs seen); its bound of 8 MiB is
-    // below what a leak of 1 KiB per call would add over the calls after the warm-up.
+    // below what a leak of 1 KiB per call would add over the CALLS after the warm-up.
     // The runner: sampled after a fixed 1,000 calls (about 20 s) it grew 7.3-7.4 MiB by the
-    // end, because its working set was still filling (see WARM_UP). In a run of 17,000 calls
-    // sampled every 5 s it rose until about 55 s (2,100 calls), then by 1.6 MiB over the next
-    // 8,900 calls and 0.65 MiB over the 6,100 after those: about 0.1 KiB per call, slowing.
-    // Its bound, 4 MiB, is more than twice that and catches a leak of 1 KiB per call over the
-    // calls after the warm-up (5,000 or more, as asserted above).
+    // end, because the minute of answered streams that rmcp keeps was still filling (see
+    // WARM_UP); with new sessions after a 60 s warm-up, it grew 5.9 MiB (a second session set's
+    // minute). Its bound, 4 MiB, catches a leak of 0.5 KiB per call over the CALLS.
     const ENVOY_BOUND_KIB: u64 = 8 * 1024;
     const RUNNER_BOUND_KIB: u64 = 4 * 1024;
     assert!(runner_end <= runner_warm + RUNNER_BOUND_KIB, "runner RSS grew from {runner_warm} to {runner_end} KiB");
