@@ -175,39 +175,45 @@ impl AuditLog {
 
     /// The last record (newest first) for which `matches` holds, searching back from the end.
     pub fn last_record_where(&self, matches: impl Fn(&Map<String, Value>) -> bool) -> io::Result<Option<Map<String, Value>>> {
-        let (file, len) = {
-            let st = self.lock();
-            (st.file.try_clone()?, st.len)
-        };
-        for line in RevLines::new(&file, len) {
-            let (_, line) = line?;
-            if let Ok(Value::Object(record)) = serde_json::from_slice(&line) {
-                if matches(&record) {
-                    return Ok(Some(record));
-                }
+        let mut found = None;
+        self.each_record_back(|record| {
+            if matches(&record) {
+                found = Some(record);
             }
-        }
-        Ok(None)
+            found.is_none()
+        })?;
+        Ok(found)
     }
 
     /// The records after the last one for which `stop` holds (all of them if none does),
     /// newest first: a search back from the end that reads no further than it must.
     pub fn records_since_last(&self, stop: impl Fn(&Map<String, Value>) -> bool) -> io::Result<Vec<Map<String, Value>>> {
+        let mut records = Vec::new();
+        self.each_record_back(|record| {
+            let go_on = !stop(&record);
+            if go_on {
+                records.push(record);
+            }
+            go_on
+        })?;
+        Ok(records)
+    }
+
+    /// Hands `visit` the log's records, newest first, while it returns true.
+    fn each_record_back(&self, mut visit: impl FnMut(Map<String, Value>) -> bool) -> io::Result<()> {
         let (file, len) = {
             let st = self.lock();
             (st.file.try_clone()?, st.len)
         };
-        let mut records = Vec::new();
         for line in RevLines::new(&file, len) {
             let (_, line) = line?;
             if let Ok(Value::Object(record)) = serde_json::from_slice(&line) {
-                if stop(&record) {
+                if !visit(record) {
                     break;
                 }
-                records.push(record);
             }
         }
-        Ok(records)
+        Ok(())
     }
 
     /// The number of records (the last seq).
