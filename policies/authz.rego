@@ -227,6 +227,14 @@ break_glass_denials(t) := {d |
 	d := ["risk.irreversible", sprintf("tool %s is irreversible and no break-glass rule applies", [t])]
 }
 
+# Who of the caller is not an operator, as the production argument rule names them.
+caller_non_operators contains sprintf("workload %s", [workload_name]) if not is_operator(caller_workload_roles)
+
+caller_non_operators contains sprintf("user %s", [user_name]) if {
+	has_user
+	not is_operator(caller_user_roles)
+}
+
 # What allowed a call, as [rule id, reason] (inside a change window: window_allows too).
 caller_allows(t) := {a |
 	some r in caller_workload_roles
@@ -258,11 +266,21 @@ caller_allows(t) := {a |
 caller_facts := {
 	"workload_roles": caller_workload_roles,
 	"user_roles": caller_user_roles,
-	"tools": {t: checks |
-		some t, _ in catalog
-		checks := {"workload": workload_denials(t), "user": user_denials(t), "tier": break_glass_denials(t), "allows": caller_allows(t)}
-	},
+	"non_operators": caller_non_operators,
+	"tools": {t: tool_facts(t) | some t, _ in catalog},
 }
+
+tool_facts(t) := object.union(checks, {"call": allowed_call(checks, t)}) if {
+	checks := {"workload": workload_denials(t), "user": user_denials(t), "tier": break_glass_denials(t), "allows": caller_allows(t)}
+}
+
+# The whole decision on a tools/call of t when nothing but an argument rule could still deny
+# it: the caller-level checks find nothing and no change window covers t. Else null. The
+# decision's first branch answers such a call from here, after the argument rules alone.
+allowed_call(checks, t) := object.union(allow_document(checks.allows, true), placement_member(t)) if {
+	count((checks.workload | checks.user) | checks.tier) == 0
+	not windowed(t)
+} else := null
 
 facts := input.caller_facts if is_object(input.caller_facts)
 else := caller_facts
@@ -336,13 +354,6 @@ production_targets contains sprintf("%s %s", [name, ns]) if {
 	startswith(ns, prefix)
 }
 
-non_operators contains sprintf("workload %s", [workload_name]) if not is_operator(workload_roles)
-
-non_operators contains sprintf("user %s", [user_name]) if {
-	has_user
-	not is_operator(user_roles)
-}
-
 argument_denials contains ["arguments.wildcard", reason] if {
 	some name in data.portcullis.arguments.resource_names
 	v := args[name]
@@ -363,7 +374,7 @@ argument_denials contains ["arguments.protected_namespace", reason] if {
 
 argument_denials contains ["arguments.production", reason] if {
 	some target in production_targets
-	some who in non_operators
+	some who in facts.non_operators
 	reason := sprintf("tool %s targets production (%s): only operators may do that, and %s is not one", [call_tool, target, who])
 }
 
@@ -476,13 +487,16 @@ reads_time if {
 cacheable := false if reads_time
 else := true
 
-verdict := {
+# The document of an allowed decision for its allows ([rule id, reason]).
+allow_document(allows, cacheable) := {
 	"allow": true,
-	"require_approval": count([a | some a in allow_facts; a[0] == "risk.approval"]) > 0,
-	"reasons": [a[1] | some a in sort(allow_facts)],
-	"rule_ids": sort({a[0] | some a in allow_facts}),
+	"require_approval": count([a | some a in allows; a[0] == "risk.approval"]) > 0,
+	"reasons": [a[1] | some a in sort(allows)],
+	"rule_ids": sort({a[0] | some a in allows}),
 	"cacheable": cacheable,
-} if allowed
+}
+
+verdict := allow_document(allow_facts, cacheable) if allowed
 
 verdict := {
 	"allow": false,
@@ -502,14 +516,29 @@ visible_tools := sort({t |
 # tool's catalog risk. Named nowhere: no placement, and the tool's catalog default
 # (execution.placement) applies. The gateway signs it into the ticket; the runner runs the job
 # there or refuses the call. A malformed placement denies the call (portcullis.placement).
-placement := data.portcullis.placements.tools[call_tool] if call_tool
-else := data.portcullis.placements.risks[catalog[call_tool].risk] if call_tool
+tool_placement(t) := p if {
+	p := data.portcullis.placements.tools[t]
+} else := p if {
+	p := data.portcullis.placements.risks[catalog[t].risk]
+}
 
-decision := object.union(verdict, {"visible_tools": visible_tools}) if input.method == "tools/list"
+placement_member(t) := {"placement": p} if {
+	p := tool_placement(t)
+} else := {}
+
+# The common case first: a tools/call the caller facts already decided (allowed_call), unless
+# an argument rule denies it. The branches after it decide that same call alike, only slower
+# (core/tests/policies.rs decides every case with and without this branch).
+decision := call if {
+	call := facts.tools[call_tool].call
+	is_object(call)
+	count(argument_denials) == 0
+}
+else := object.union(verdict, {"visible_tools": visible_tools}) if input.method == "tools/list"
 else := object.union(verdict, {"visible_resources": visible_resources}) if input.method in {"resources/list", "resources/templates/list"}
 else := object.union(verdict, {"visible_prompts": visible_prompts}) if input.method == "prompts/list"
-else := object.union(verdict, {"placement": placement}) if {
+else := object.union(verdict, placement_member(call_tool)) if {
 	allowed
-	placement
+	call_tool
 }
 else := verdict

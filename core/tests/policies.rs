@@ -171,3 +171,39 @@ fn the_default_bundle_decides_every_case_alike_with_memoized_caller_facts() {
     let (hits, misses) = a.caller_facts().expect("the bundle defines caller_facts").counts();
     assert!(hits >= n && misses > 0 && misses < n, "hits {hits}, misses {misses} of {n} cases");
 }
+
+/// The default bundle's first decision branch answers an allowed tools/call from the caller
+/// facts after the argument rules alone; every case, and every case's call with arguments that
+/// some rule denies, is decided exactly as without that branch (where the general rules decide).
+#[test]
+fn the_quick_call_branch_decides_every_case_as_the_general_rules_do() {
+    const BRANCH: &str = "decision := call if {";
+    let quick = Authorizer::new(&bundle(), &catalog()).unwrap();
+    let mut general = bundle();
+    let authz = general.modules.iter_mut().find(|m| m.name == "authz.rego").unwrap();
+    assert_eq!(authz.source.matches(BRANCH).count(), 1, "the quick branch moved");
+    authz.source = authz.source.replace(BRANCH, &format!("{BRANCH}\n\tfalse"));
+    let general = Authorizer::new(&general, &catalog()).unwrap();
+    let mut n = 0;
+    let mut quick_allows = 0;
+    for entry in std::fs::read_dir(repo().join("policies/cases")).unwrap() {
+        let cases: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        for case in cases {
+            let mut inputs = vec![case["input"].clone()];
+            for (name, value) in [("namespace", "kube-system"), ("namespace", "prod-payments"), ("name", "web-*"), ("environment", "production"), ("namespace", "team-a")] {
+                let mut input = case["input"].clone();
+                if let Some(arguments) = input.get_mut("arguments").and_then(|a| a.as_object_mut()) {
+                    arguments.insert(name.into(), value.into());
+                    inputs.push(input);
+                }
+            }
+            for input in inputs {
+                let want = general.decide_value(&input).unwrap();
+                assert_eq!(quick.decide_value(&input).unwrap(), want, "case {}: {input}", case["name"]);
+                quick_allows += usize::from(want.allow && input["method"] == "tools/call");
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 500 && quick_allows > 50, "only {n} inputs, {quick_allows} allowed calls");
+}
