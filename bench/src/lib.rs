@@ -11,6 +11,7 @@ pub mod http;
 pub mod load;
 pub mod micro;
 pub mod native;
+pub mod phases;
 pub use portcullis_bench_micro::payload;
 pub mod procs;
 pub mod references;

@@ -33,6 +33,7 @@ pub fn build(results: &mut Results) -> Table {
     e2e_section(&mut t, results, &mut targets);
     crate::references::section(&mut t, results);
     decision_section(&mut t, results, &mut targets);
+    crate::phases::section(&mut t, results);
     sandbox_section(&mut t, results, &mut targets);
     micro_section(&mut t, results);
     memory_section(&mut t, results);

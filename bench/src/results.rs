@@ -140,6 +140,8 @@ pub struct Results {
     pub host: Host,
     pub e2e: Vec<E2e>,
     pub decisions: Vec<Decision>,
+    /// The profile pass: the filter's time inside V8 by phase, per path (static upstream, c=1).
+    pub phase_profile: Vec<crate::phases::PathProfile>,
     /// Envoy's own `P0..P100` line for the decision histogram at the end of each phase.
     pub decision_admin_text: Vec<(Upstream, String)>,
     pub sandbox: Vec<SandboxResult>,

@@ -71,6 +71,8 @@ struct Plan {
     runner_memory_calls: u64,
     memory_checkpoints: u64,
     sandbox_n: usize,
+    /// Requests per path in the profile pass (c=1).
+    profile_c1: u64,
 }
 
 impl Plan {
@@ -89,6 +91,7 @@ impl Plan {
             runner_memory_calls: 1500,
             memory_checkpoints: 5,
             sandbox_n: 120,
+            profile_c1: 600,
         };
         if !quick {
             return full;
@@ -105,6 +108,7 @@ impl Plan {
             runner_memory_calls: 300,
             memory_checkpoints: 3,
             sandbox_n: 30,
+            profile_c1: 200,
         }
     }
 }
@@ -151,6 +155,7 @@ pub async fn run(opts: Options) -> Result<Results> {
         host,
         e2e: Vec::new(),
         decisions: Vec::new(),
+        phase_profile: Vec::new(),
         decision_admin_text: Vec::new(),
         sandbox: Vec::new(),
         micro,
@@ -165,6 +170,10 @@ pub async fn run(opts: Options) -> Result<Results> {
         }
         eprintln!("== {} upstream", upstream.label());
         upstream_phase(&ctx, upstream, &mut results).await.with_context(|| format!("{} upstream phase", upstream.label()))?;
+        if upstream == Upstream::Static {
+            eprintln!("== profile pass (filter with profiling on, static upstream, c=1)");
+            results.phase_profile = profile_phase(&ctx).await.context("profile pass")?;
+        }
     }
     if wanted(Phase::Sandbox) {
         eprintln!("== local sandbox vs bare spawn");
@@ -226,9 +235,9 @@ fn git_state(root: &FsPath) -> (String, bool) {
     (commit, dirty)
 }
 
-async fn start_upstream(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<(Proc, std::net::SocketAddr)> {
+async fn start_upstream(ctx: &Ctx, kind: Upstream, variant: Variant, profiled: bool) -> Result<(Proc, std::net::SocketAddr)> {
     let addr = procs::free_port()?;
-    let log = ctx.state.join(format!("{}-{}.log", kind.label(), variant.label()));
+    let log = ctx.state.join(format!("{}-{}{}.log", kind.label(), variant.label(), if profiled { "-profiled" } else { "" }));
     let gateway_id = ctx.pki.gateway_spiffe_id();
     let mut cmd = match kind {
         Upstream::Static => {
@@ -269,8 +278,10 @@ async fn start_upstream(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<(
     Ok((proc, addr))
 }
 
-async fn start_stack(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<Stack> {
-    let (upstream, upstream_addr) = start_upstream(ctx, kind, variant).await?;
+/// Starts Envoy `variant` and its own upstream of `kind`; `profiled`: the filter with its
+/// `profile` setting on ([`crate::phases`]).
+async fn start_stack(ctx: &Ctx, kind: Upstream, variant: Variant, profiled: bool) -> Result<Stack> {
+    let (upstream, upstream_addr) = start_upstream(ctx, kind, variant, profiled).await?;
     let (listen, admin) = (procs::free_port()?, procs::free_port()?);
     let (wasm, plugin_config) = match variant {
         Variant::Floor | Variant::FloorSigned => {
@@ -281,6 +292,11 @@ async fn start_stack(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<Stac
                 _ => serde_json::json!({ "sign": false }),
             };
             (&ctx.floor_wasm, config.to_string())
+        }
+        _ if profiled => {
+            let mut config: serde_json::Value = serde_json::from_str(&ctx.plugin_config)?;
+            config["profile"] = serde_json::Value::Bool(true);
+            (&ctx.wasm, config.to_string())
         }
         _ => (&ctx.wasm, ctx.plugin_config.clone()),
     };
@@ -295,7 +311,7 @@ async fn start_stack(ctx: &Ctx, kind: Upstream, variant: Variant) -> Result<Stac
         variant,
         native: &ctx.native,
     })?;
-    let name = format!("envoy-{}-{}", kind.label(), variant.label());
+    let name = format!("envoy-{}-{}{}", kind.label(), variant.label(), if profiled { "-profiled" } else { "" });
     let config_path = ctx.state.join(format!("{name}.yaml"));
     std::fs::write(&config_path, config)?;
     let envoy = Envoy::start(&ctx.envoy_bin, &config_path, &ctx.state.join(format!("{name}.log")), listen, admin, variant).await?;
@@ -353,7 +369,7 @@ async fn upstream_phase(ctx: &Ctx, kind: Upstream, results: &mut Results) -> Res
     };
     let mut stacks = Vec::new();
     for &variant in variants {
-        stacks.push(start_stack(ctx, kind, variant).await?);
+        stacks.push(start_stack(ctx, kind, variant, false).await?);
     }
     let filter = stacks.iter().position(|s| s.variant == Variant::Filter).context("no filter stack")?;
     for &path in paths {
@@ -426,6 +442,21 @@ async fn upstream_phase(ctx: &Ctx, kind: Upstream, results: &mut Results) -> Res
         s.upstream.check_alive()?;
     }
     Ok(())
+}
+
+/// The profile pass ([`crate::phases`]): every path once more, on its own profiled stack.
+async fn profile_phase(ctx: &Ctx) -> Result<Vec<crate::phases::PathProfile>> {
+    let mut stack = start_stack(ctx, Upstream::Static, Variant::Filter, true).await?;
+    let mut out = Vec::new();
+    for path in Path::ALL {
+        let (call, _) = call_for(Upstream::Static, path, Variant::Filter)?.context("the filter has every path")?;
+        let profile = crate::phases::measure(&mut stack, path, &Arc::new(call), ctx.plan.profile_c1).await?;
+        let total: f64 = profile.phases.iter().map(|p| p.us_per_request).sum();
+        eprintln!("   {}: {:.1} µs per request in the filter's callbacks over {} requests", path.label(), total, profile.requests);
+        out.push(profile);
+    }
+    stack.envoy.proc.check_alive()?;
+    Ok(out)
 }
 
 async fn sandbox_phase(ctx: &Ctx) -> Result<Vec<sandbox_bench::SandboxResult>> {

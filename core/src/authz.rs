@@ -12,6 +12,7 @@ use crate::caller_facts::CallerFacts;
 use crate::catalog::Catalog;
 use crate::decision_cache::{self, DecisionCache};
 use crate::placement::Placement;
+use crate::profile::mark;
 use crate::userjwt::VerifiedUser;
 
 /// The rule every bundle must define.
@@ -260,14 +261,19 @@ impl Authorizer {
     pub fn decide(&self, input: &PolicyInput<'_>) -> Result<Decision, AuthzError> {
         let mut shown = None;
         let input = self.narrowed(input, &mut shown);
+        mark("narrow");
         let key = decision_cache::key(&input);
+        mark("cache_key");
         if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
+            mark("cache_hit");
             return Ok(hit);
         }
+        mark("cache_miss");
         let decision = self.evaluate(&input)?;
         if let (Some(key), true) = (key, decision.cacheable) {
             self.cache.insert(key, decision.clone());
         }
+        mark("cache_insert");
         Ok(decision)
     }
 
@@ -288,7 +294,9 @@ impl Authorizer {
 
     /// Evaluates an input already narrowed by [`Authorizer::narrowed`].
     fn evaluate(&self, input: &PolicyInput<'_>) -> Result<Decision, AuthzError> {
-        self.eval_shown(serde_json::to_value(input).map_err(|e| AuthzError::Eval(e.to_string()))?)
+        let input = serde_json::to_value(input).map_err(|e| AuthzError::Eval(e.to_string()))?;
+        mark("input_json");
+        self.eval_shown(input)
     }
 
     /// Evaluates an input as shown to policy, with the caller facts when the bundle has them.
@@ -297,6 +305,7 @@ impl Authorizer {
             Some(facts) => facts.attach(input)?,
             None => regorus::Value::from(input),
         };
+        mark("input_regorus_facts");
         eval(&self.compiled, input)
     }
 
@@ -343,6 +352,7 @@ fn eval(compiled: &regorus::CompiledPolicy, input: regorus::Value) -> Result<Dec
     let out = compiled
         .eval_with_input(input)
         .map_err(|e| AuthzError::Eval(e.to_string()))?;
+    mark("rego_eval");
     if out == regorus::Value::Undefined {
         // Fail closed: a bundle that yields nothing for this input denies it.
         return Ok(Decision {
@@ -370,6 +380,7 @@ fn eval(compiled: &regorus::CompiledPolicy, input: regorus::Value) -> Result<Dec
             decision.placement = None;
         }
     }
+    mark("decision_read");
     Ok(decision)
 }
 

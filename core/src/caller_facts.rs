@@ -67,7 +67,9 @@ impl CallerFacts {
         if let Some(hit) = self.memo.get(&key) {
             return Ok(hit);
         }
+        crate::profile::mark("facts_key");
         let facts = self.compiled.eval_with_input(regorus::Value::from(caller)).map_err(|e| AuthzError::Eval(format!("{CALLER_FACTS}: {e}")))?;
+        crate::profile::mark("facts_eval");
         if facts != regorus::Value::Undefined {
             self.memo.insert(key, facts.clone());
         }

@@ -31,6 +31,10 @@ pub struct RawConfig {
     /// HTTP statistics count denials as 4xx, but SDKs report a transport error).
     #[serde(default = "default_denial_status")]
     pub denial_status: u16,
+    /// Time each phase of every decision into the filter's stats (`portcullis.profile.*`), at
+    /// the cost of a clock read per phase: for the bench's profile pass, not for serving.
+    #[serde(default)]
+    pub profile: bool,
 }
 
 fn default_denial_status() -> u16 {
@@ -126,6 +130,7 @@ impl Gateway {
         }
         Ok(Gateway::new(limits, catalog, authorizer, signer, users, sessions)
             .with_rate_limits(rate_limits)
-            .with_relay(requests, raw.denial_status))
+            .with_relay(requests, raw.denial_status)
+            .with_profile(raw.profile))
     }
 }

@@ -9,6 +9,7 @@ use crate::error::{RejectKind, Rejection, DENIED, INTERNAL_ERROR, INVALID_PARAMS
 use crate::json::{parse_strict, Limits, StrictJsonError};
 use crate::jsonrpc::{self, Id, Method, RpcError};
 use crate::plan::plan_hash;
+use crate::profile::mark;
 use crate::ratelimit::RateLimits;
 use crate::schema::Invalid;
 use crate::listing::Visible;
@@ -37,6 +38,8 @@ pub struct Gateway {
     requests: Option<RequestSealer>,
     /// The HTTP status of a policy denial of a request (200 or 403).
     denial_status: u16,
+    /// Time each phase of every decision ([`crate::profile`]).
+    profile: bool,
 }
 
 /// Per-request facts the host supplies.
@@ -87,7 +90,7 @@ pub struct Decided {
 impl Gateway {
 
     pub fn new(limits: Limits, catalog: Catalog, authorizer: Authorizer, signer: Signer, users: UserVerifier, sessions: SessionSealer) -> Self {
-        Self { limits, catalog, authorizer, signer, users, sessions, rate_limits: None, requests: None, denial_status: 403 }
+        Self { limits, catalog, authorizer, signer, users, sessions, rate_limits: None, requests: None, denial_status: 403, profile: false }
     }
 
     /// Client responses to server requests (sealed ids), and the HTTP status of a denial.
@@ -121,6 +124,17 @@ impl Gateway {
         .with_data(json!({"retry_after_seconds": retry_after_seconds}));
         rejection.retry_after = Some(retry_after_seconds);
         rejection
+    }
+
+    /// Times each phase of every decision ([`crate::profile`]), at the cost of a clock read per
+    /// phase: for measuring, not for serving.
+    pub fn with_profile(mut self, on: bool) -> Self {
+        self.profile = on;
+        self
+    }
+
+    pub fn profile(&self) -> bool {
+        self.profile
     }
 
     pub fn limits(&self) -> Limits {
@@ -169,6 +183,7 @@ impl Gateway {
             }
             Err(rejection) => record.refused(rejection),
         };
+        mark("record");
         Decided { verdict, record }
     }
 
@@ -179,7 +194,9 @@ impl Gateway {
 
     fn decide_into(&self, body: &[u8], ctx: RequestContext<'_>, record: &mut DecisionRecord) -> Verdict {
         let value = parse_strict(body, self.limits).map_err(|e| parse_rejection(&e, body))?;
+        mark("parse");
         let message = jsonrpc::validate(&value).map_err(|e| rpc_rejection(&e, jsonrpc::recover_id(&value)))?;
+        mark("jsonrpc");
         let id = message.id.clone();
         let method = message.method.name().to_owned();
         record.method = Some(method.clone());
@@ -188,11 +205,13 @@ impl Gateway {
 
         // A missing or invalid token is never a user; policy sees why instead.
         let verified = self.users.verify(ctx.authorization, ctx.now_unix);
+        mark("identity");
         let owner = Owner::new(&workload.spiffe_id, verified.as_ref().ok());
         // Someone else's session is refused before anything is decided about the call.
         let session = self.open_session(&owner, ctx.session_id, &id)?;
 
         let protocol_version = headers::check(&ctx.headers, &message)?;
+        mark("session_headers");
         let mut mcp = McpInput { protocol_version, ..McpInput::default() };
         let mut body_out = None;
         let (tool, arguments, hash) = match &message.method {
@@ -202,7 +221,9 @@ impl Gateway {
                     Rejection::new(RejectKind::Invalid, 400, INVALID_PARAMS, format!("invalid params: {e}"), id.clone())
                 })?;
                 record.plan_hash = Some(hash.clone());
+                mark("plan_hash");
                 self.check_arguments(name, arguments.as_ref(), &hash, &id)?;
+                mark("schema");
                 (Some(name.as_str()), arguments.as_ref(), Some(hash))
             }
             Method::Response { is_error } => {
@@ -231,6 +252,7 @@ impl Gateway {
             mcp,
         };
         let decision_id = hex::encode(ctx.entropy);
+        mark("policy_input");
         let decision = self.authorizer.decide(&input).map_err(|e| {
             Rejection::new(RejectKind::Internal, 500, INTERNAL_ERROR, format!("policy evaluation failed: {e}"), id.clone())
         })?;
@@ -271,9 +293,11 @@ impl Gateway {
                     iat: ctx.now_unix,
                     exp: ctx.now_unix.saturating_add(self.signer.ttl_seconds),
                 };
+                mark("ticket_claims");
                 let token = self.signer.sign(&claims).map_err(|e| {
                     Rejection::new(RejectKind::Internal, 500, INTERNAL_ERROR, format!("cannot issue ticket: {e}"), id.clone())
                 })?;
+                mark("ticket_sign");
                 Some(token)
             }
             _ => None,
@@ -284,6 +308,7 @@ impl Gateway {
         };
         let forward = Forward { owner, session, caller };
         let visible = Visible::for_method(&method, &decision);
+        mark("forward");
         Ok(Allowed { id, method, ticket, plan_hash: hash, decision_id, decision, forward, visible, body: body_out })
     }
 

@@ -24,6 +24,7 @@ pub mod jsonrpc;
 pub mod listing;
 pub mod placement;
 pub mod plan;
+pub mod profile;
 pub mod ratelimit;
 pub mod record;
 pub mod relay;

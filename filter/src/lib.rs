@@ -11,6 +11,7 @@
 
 mod headers;
 mod listing;
+mod profile;
 mod ratelimit;
 mod session;
 mod upstream_error;
@@ -24,6 +25,7 @@ use upstream_error::UpstreamError;
 use portcullis_core::error::{RejectKind, Rejection};
 use portcullis_core::gateway::{check_transport, reject_body_on, Gateway, RequestContext, Transport};
 use portcullis_core::jsonrpc::Id;
+use portcullis_core::profile::mark;
 use portcullis_core::record::{DecisionRecord, Outcome};
 use portcullis_core::TICKET_HEADER;
 use proxy_wasm::hostcalls;
@@ -119,6 +121,7 @@ impl RootContext for Root {
                     gateway.catalog().tools().count(),
                     gateway.policy_version()
                 );
+                portcullis_core::profile::set_enabled(gateway.profile());
                 self.gateway = Some(Rc::new(gateway));
                 self.metrics = Metrics::define();
                 true
@@ -146,6 +149,7 @@ impl RootContext for Root {
             settled: false,
             session: session::Session::default(),
             mcp_headers: headers::Values::default(),
+            peer: None,
         }))
     }
 
@@ -177,68 +181,27 @@ struct Filter {
     session: session::Session,
     /// The MCP headers that restate the body, checked against it by the decision.
     mcp_headers: headers::Values,
+    /// The peer's URI SAN (its SPIFFE ID), read with the headers.
+    peer: Option<String>,
 }
 
 impl Context for Filter {}
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        // Never trust a ticket the client brought, whatever happens next.
-        if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, TICKET_HEADER, None) {
-            log::error!("portcullis: cannot strip inbound ticket header: {status:?}");
-            return self.reject(&Rejection::internal("cannot strip the inbound ticket header"));
-        }
-        if let Err(action) = self.session_request_headers() {
-            return action;
-        }
-        // The user's token is for the gateway only: the runner learns the user from the ticket.
-        self.authorization = header("authorization");
-        if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None) {
-            log::error!("portcullis: cannot strip the authorization header: {status:?}");
-            return self.reject(&Rejection::internal("cannot strip the authorization header"));
-        }
-        if self.gateway.is_none() {
-            return self.reject(&not_configured());
-        }
-        self.http_method = header(":method");
-        self.mcp_headers = headers::Values::read();
-        let content_type = header("content-type");
-        let peer = peer_uri_san();
-        let path = header(":path").unwrap_or_default();
-        match check_transport(&path, self.http_method.as_deref().unwrap_or(""), content_type.as_deref(), peer.as_deref()) {
-            Ok(transport) => {
-                self.transport = Some(transport);
-                if end_of_stream {
-                    self.settle(&[])
-                } else {
-                    // Hold the headers until the request has ended and been decided.
-                    Action::Pause
-                }
-            }
-            Err(rejection) => self.reject(&rejection),
-        }
+        profile::begin();
+        let action = self.request_headers(end_of_stream);
+        mark("filter_headers");
+        profile::publish();
+        action
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.settled {
-            return Action::Continue;
-        }
-        let Some(gateway) = &self.gateway else { return self.reject(&not_configured()) };
-        let limit = gateway.limits().max_body_bytes;
-        if body_size > limit {
-            // Refuse as soon as the limit is passed rather than buffering the rest.
-            return self.decide_oversized(body_size);
-        }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-            Ok(body) => self.settle(&body.unwrap_or_default()),
-            Err(status) => {
-                log::error!("portcullis: cannot read request body: {status:?}");
-                self.reject(&Rejection::internal("cannot read the request body"))
-            }
-        }
+        profile::begin();
+        let action = self.request_body(body_size, end_of_stream);
+        mark("filter_apply");
+        profile::publish();
+        action
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
@@ -285,6 +248,70 @@ impl HttpContext for Filter {
 }
 
 impl Filter {
+    /// The request's headers: strip what only the gateway may read, check the transport, and
+    /// hold the headers until the body has been decided.
+    fn request_headers(&mut self, end_of_stream: bool) -> Action {
+        let request = headers::Request::read();
+        // Never trust a ticket the client brought, whatever happens next.
+        if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, TICKET_HEADER, None) {
+            log::error!("portcullis: cannot strip inbound ticket header: {status:?}");
+            return self.reject(&Rejection::internal("cannot strip the inbound ticket header"));
+        }
+        if let Err(action) = self.session_request_headers(request.session) {
+            return action;
+        }
+        // The user's token is for the gateway only: the runner learns the user from the ticket.
+        self.authorization = request.authorization;
+        if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None) {
+            log::error!("portcullis: cannot strip the authorization header: {status:?}");
+            return self.reject(&Rejection::internal("cannot strip the authorization header"));
+        }
+        if self.gateway.is_none() {
+            return self.reject(&not_configured());
+        }
+        self.http_method = request.method;
+        self.mcp_headers = request.mcp;
+        self.peer = peer_uri_san();
+        let path = request.path.unwrap_or_default();
+        match check_transport(&path, self.http_method.as_deref().unwrap_or(""), request.content_type.as_deref(), self.peer.as_deref()) {
+            Ok(transport) => {
+                self.transport = Some(transport);
+                if end_of_stream {
+                    self.settle(&[])
+                } else {
+                    // Hold the headers until the request has ended and been decided.
+                    Action::Pause
+                }
+            }
+            Err(rejection) => self.reject(&rejection),
+        }
+    }
+
+    /// A piece of the body: buffer until its end, then decide the whole of it.
+    fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.settled {
+            return Action::Continue;
+        }
+        let Some(gateway) = &self.gateway else { return self.reject(&not_configured()) };
+        let limit = gateway.limits().max_body_bytes;
+        if body_size > limit {
+            // Refuse as soon as the limit is passed rather than buffering the rest.
+            return self.decide_oversized(body_size);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size);
+        mark("filter_body_read");
+        match body {
+            Ok(body) => self.settle(&body.unwrap_or_default()),
+            Err(status) => {
+                log::error!("portcullis: cannot read request body: {status:?}");
+                self.reject(&Rejection::internal("cannot read the request body"))
+            }
+        }
+    }
+
     /// The request has ended (`body` is all of it): decide it, or refuse it.
     fn settle(&mut self, body: &[u8]) -> Action {
         match self.transport {
@@ -302,7 +329,7 @@ impl Filter {
             return self.reject(&reject_body_on(self.http_method.as_deref().unwrap_or("GET")));
         }
         let Some(gateway) = self.gateway.clone() else { return self.reject(&not_configured()) };
-        let peer = peer_uri_san();
+        let peer = self.peer.clone();
         if let Some(rejection) = ratelimit::check(&gateway, peer.as_deref(), &[]) {
             return self.reject(&rejection);
         }
@@ -319,10 +346,11 @@ impl Filter {
 
     fn decide(&mut self, body: &[u8]) -> Action {
         let Some(gateway) = self.gateway.clone() else { return self.reject(&not_configured()) };
-        let peer = peer_uri_san();
+        let peer = self.peer.clone();
         if let Some(rejection) = ratelimit::check(&gateway, peer.as_deref(), body) {
             return self.reject(&rejection);
         }
+        mark("filter_peer_ratelimit");
         let started = hostcalls::get_current_time().ok();
         let mcp_headers = self.mcp_headers.view();
         let ctx = RequestContext {
@@ -334,6 +362,7 @@ impl Filter {
             headers: mcp_headers,
         };
         let (hits, misses) = gateway.decision_cache_counts();
+        mark("filter_context");
         let decided = gateway.decide_recorded(body, ctx);
         if let (Some(id), Some(start), Ok(end)) = (self.metrics.decision_us, started, hostcalls::get_current_time()) {
             let us = end.duration_since(start).map_or(0, |d| d.as_micros());
@@ -346,6 +375,7 @@ impl Filter {
         } else if misses_after > misses {
             Metrics::count(self.metrics.cache_misses);
         }
+        mark("filter_metrics");
         match decided.verdict {
             Ok(allowed) => {
                 if let Some(replacement) = &allowed.body {
@@ -424,10 +454,6 @@ fn set_record(record: &DecisionRecord) {
     if let Err(status) = hostcalls::set_property(vec![DECISION_PROPERTY], Some(&record.to_json())) {
         log::warn!("portcullis: cannot record the decision for the access log: {status:?}");
     }
-}
-
-fn header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
 }
 
 fn peer_uri_san() -> Option<String> {

@@ -11,7 +11,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
 use crate::listing::Listing;
-use crate::{entropy, header, now_unix, Filter};
+use crate::{entropy, now_unix, Filter};
 
 /// Per request: the session id the agent sent, and (once admitted) who is calling.
 #[derive(Default)]
@@ -21,13 +21,14 @@ pub(crate) struct Session {
 }
 
 impl Filter {
-    /// Request headers: never trust a caller assertion the client brought; note the session.
-    pub(crate) fn session_request_headers(&mut self) -> Result<(), Action> {
+    /// Request headers: never trust a caller assertion the client brought; note the session
+    /// (`session`: the request's session header).
+    pub(crate) fn session_request_headers(&mut self, session: Option<String>) -> Result<(), Action> {
         if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, CALLER_HEADER, None) {
             log::error!("portcullis: cannot strip inbound caller header: {status:?}");
             return Err(self.reject(&Rejection::internal("cannot strip the inbound caller header")));
         }
-        self.session.outer = header(SESSION_HEADER);
+        self.session.outer = session;
         Ok(())
     }
 
