@@ -63,9 +63,11 @@ FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 10
 .PHONY: fuzz fuzz-smoke
 fuzz: setup
+	scripts/setup-fuzz.sh
 	fuzz/run.sh $(FUZZ_SECONDS)
 
 fuzz-smoke: setup
+	scripts/setup-fuzz.sh
 	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
 
 # Every test. End-to-end tests start the release runner and real Envoy with the built filter.
@@ -80,11 +82,13 @@ test: build validate-envoy lint check-opa chart-test fuzz-smoke
 # which prints one table and writes target/bench/results.json. Under 15 minutes from a fresh
 # clone on 2 cores.
 .PHONY: bench
-bench: wasm
-	# With the filter named too, the floor gets the filter's dependency features and reuses
-	# what `wasm` built (alone, it would rebuild serde, ed25519-dalek, ... with fewer features).
-	$(CARGO) build -p portcullis-filter -p portcullis-bench-floor --target wasm32-wasip1 --profile wasm
-	$(CARGO) build --release -p portcullis-runner -p portcullis-bench
+bench: setup
+	# The wasm modules build beside the native build: each has long single-threaded stretches
+	# (the filter's fat LTO; the runner crate and its binary), so together they keep two cores
+	# busy. Built together, the floor gets the filter's dependency features and shares them.
+	$(CARGO) build -p portcullis-filter -p portcullis-bench-floor --target wasm32-wasip1 --profile wasm & wasm=$$!; \
+	  $(CARGO) build --release -p portcullis-runner -p portcullis-bench; native=$$?; \
+	  wait $$wasm && test $$native -eq 0
 	$(CARGO) bench -p portcullis-bench-micro -p portcullis-runner -p portcullis-bench --bench core
 	target/release/portcullis-bench --out target/bench/results.json
 

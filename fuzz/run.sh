@@ -17,7 +17,7 @@ shift
 TARGETS=("$@")
 [[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(decide plan_hash ticket user_jwt listing config audit_verify)
 CARGO_FUZZ="$ROOT/.cargo-tools/bin/cargo-fuzz"
-[[ -x "$CARGO_FUZZ" ]] || { echo "fuzz/run.sh: $CARGO_FUZZ is missing: run scripts/setup-fuzz.sh (make setup)" >&2; exit 1; }
+[[ -x "$CARGO_FUZZ" ]] || { echo "fuzz/run.sh: $CARGO_FUZZ is missing: run scripts/setup-fuzz.sh (make fuzz does)" >&2; exit 1; }
 export RUSTC_BOOTSTRAP=1
 
 LOG="$(mktemp)"

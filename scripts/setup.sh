@@ -7,7 +7,8 @@
 #      SDK (mcp), which tests/python/mcp_client.py drives the gateway with;
 #   3. the Node packages of tests/node (versions locked in package-lock.json): the official MCP
 #      TypeScript SDK and the MCP conformance suite, which the end-to-end tests run;
-#   4. cargo-fuzz (pinned) in <repo>/.cargo-tools, for make fuzz / fuzz-smoke (scripts/setup-fuzz.sh).
+# cargo-fuzz, which only make fuzz / fuzz-smoke need, is installed by scripts/setup-fuzz.sh
+# (their make targets run it), so that a build or `make bench` does not compile it.
 #
 # Needs: rustup, python3 (3.11+), node (20+) with npm, a C++ compiler (libFuzzer), network access
 # to crates/PyPI/npm. No sudo.
@@ -125,9 +126,6 @@ else
     (cd "$NODE_DIR" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error)
     printf '%s\n' "$want_node" > "$NODE_STAMP"
 fi
-
-# --- 4. cargo-fuzz --------------------------------------------------------------------------
-"$ROOT/scripts/setup-fuzz.sh"
 
 say "Envoy: $VENV/bin/envoy ($ENVOY_VERSION)"
 say "MCP Python SDK: mcp $MCP_VERSION in $VENV"
