@@ -79,8 +79,8 @@ test: build validate-envoy lint check-opa chart-test fuzz-smoke
 # Benchmarks (bench/README.md): criterion micro-benchmarks of core, then the end-to-end run on
 # loopback (Envoy with/without the filter, static upstream and real runner, sandbox, memory;
 # beside them Envoy's own MCP+RBAC filters and the proxy-wasm floor, bench/floor),
-# which prints one table and writes target/bench/results.json. Under 15 minutes from a fresh
-# clone on 2 cores.
+# which prints one table and writes target/bench/results.json. From a fresh clone on 2 cores:
+# about 17 minutes, 12 of them building the runner (bench/README.md).
 .PHONY: bench
 bench: setup
 	# The wasm modules build beside the native build: each has long single-threaded stretches

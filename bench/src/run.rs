@@ -77,8 +77,9 @@ struct Plan {
 
 impl Plan {
     fn new(quick: bool) -> Plan {
-        // Sized so that `make bench` from a fresh clone stays under 15 minutes on 2 cores
-        // (about 3 minutes of this phase), with each figure still over 1000+ samples.
+        // Sized so that this phase takes about 3 minutes on 2 cores (`make bench` should finish
+        // in 15 from a fresh clone; building takes most of it), with each figure still over
+        // 1000+ samples.
         let full = Plan {
             rounds: 4,
             static_c1: 1200,

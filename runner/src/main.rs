@@ -56,7 +56,8 @@ enum Command {
         /// stack goes down with its parent, whichever way the parent exits).
         #[arg(long, hide = true)]
         stop_on_stdin_eof: bool,
-        /// YAML/JSON file with extra plugin-configuration sections: `rate_limits`, `limits`.
+        /// YAML/JSON file with extra plugin-configuration sections: `rate_limits`, `limits`,
+        /// `denial_status`, `profile`.
         #[arg(long)]
         gateway_settings: Option<PathBuf>,
         /// The runner answers with `application/json` bodies instead of event streams.

@@ -66,7 +66,7 @@ pub fn plugin_config(policy_dir: &Path, catalog_path: &Path, signing_key: &Path,
 }
 
 /// Plugin-configuration sections an operator may set beside the bundle (`up --gateway-settings`).
-const SETTINGS: &[&str] = &["limits", "rate_limits", "denial_status"];
+const SETTINGS: &[&str] = &["limits", "rate_limits", "denial_status", "profile"];
 
 /// Merges a settings file (YAML or JSON object with keys among [`SETTINGS`]) into a plugin
 /// configuration and checks the result builds a gateway.
