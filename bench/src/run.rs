@@ -236,9 +236,10 @@ fn git_state(root: &FsPath) -> (String, bool) {
     (commit, dirty)
 }
 
-async fn start_upstream(ctx: &Ctx, kind: Upstream, variant: Variant, profiled: bool) -> Result<(Proc, std::net::SocketAddr)> {
+/// Starts the upstream of `kind` for stack `variant`; `tag` ends its log's name.
+async fn start_upstream(ctx: &Ctx, kind: Upstream, variant: Variant, tag: &str) -> Result<(Proc, std::net::SocketAddr)> {
     let addr = procs::free_port()?;
-    let log = ctx.state.join(format!("{}-{}{}.log", kind.label(), variant.label(), if profiled { "-profiled" } else { "" }));
+    let log = ctx.state.join(format!("{}-{}{tag}.log", kind.label(), variant.label()));
     let gateway_id = ctx.pki.gateway_spiffe_id();
     let mut cmd = match kind {
         Upstream::Static => {
@@ -282,7 +283,8 @@ async fn start_upstream(ctx: &Ctx, kind: Upstream, variant: Variant, profiled: b
 /// Starts Envoy `variant` and its own upstream of `kind`; `profiled`: the filter with its
 /// `profile` setting on ([`crate::phases`]).
 async fn start_stack(ctx: &Ctx, kind: Upstream, variant: Variant, profiled: bool) -> Result<Stack> {
-    let (upstream, upstream_addr) = start_upstream(ctx, kind, variant, profiled).await?;
+    let tag = if profiled { "-profiled" } else { "" };
+    let (upstream, upstream_addr) = start_upstream(ctx, kind, variant, tag).await?;
     let (listen, admin) = (procs::free_port()?, procs::free_port()?);
     let (wasm, plugin_config) = match variant {
         Variant::Floor | Variant::FloorSigned => {
@@ -312,7 +314,7 @@ async fn start_stack(ctx: &Ctx, kind: Upstream, variant: Variant, profiled: bool
         variant,
         native: &ctx.native,
     })?;
-    let name = format!("envoy-{}-{}{}", kind.label(), variant.label(), if profiled { "-profiled" } else { "" });
+    let name = format!("envoy-{}-{}{tag}", kind.label(), variant.label());
     let config_path = ctx.state.join(format!("{name}.yaml"));
     std::fs::write(&config_path, config)?;
     let envoy = Envoy::start(&ctx.envoy_bin, &config_path, &ctx.state.join(format!("{name}.log")), listen, admin, variant).await?;

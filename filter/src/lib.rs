@@ -189,7 +189,7 @@ impl Context for Filter {}
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        profile::begin();
+        portcullis_core::profile::begin();
         let action = self.request_headers(end_of_stream);
         mark("filter_headers");
         profile::publish();
@@ -197,7 +197,7 @@ impl HttpContext for Filter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        profile::begin();
+        portcullis_core::profile::begin();
         let action = self.request_body(body_size, end_of_stream);
         mark("filter_apply");
         profile::publish();

@@ -14,14 +14,11 @@ type PhaseMetrics = (&'static str, Option<u32>, Option<u32>);
 
 thread_local! {
     static METRICS: RefCell<Vec<PhaseMetrics>> = const { RefCell::new(Vec::new()) };
+    /// The linear-memory gauge's id, defined on first use.
+    static MEMORY_GAUGE: Option<u32> = hostcalls::define_metric(MetricType::Gauge, "portcullis.profile.wasm_memory_bytes").ok();
 }
 
-/// Starts timing a filter callback (nothing when profiling is off).
-pub fn begin() {
-    profile::begin();
-}
-
-/// Ends the timed callback: adds its phases to the counters.
+/// Ends the timed callback (begun with [`profile::begin`]): adds its phases to the counters.
 pub fn publish() {
     if !profile::enabled() {
         return;
@@ -36,7 +33,7 @@ pub fn publish() {
             let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     });
-    if let Ok(id) = hostcalls::define_metric(MetricType::Gauge, "portcullis.profile.wasm_memory_bytes") {
+    if let Ok(Some(id)) = MEMORY_GAUGE.try_with(|id| *id) {
         let _ = hostcalls::record_metric(id, linear_memory_bytes());
     }
 }
