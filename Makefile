@@ -79,17 +79,19 @@ test: build validate-envoy lint check-opa chart-test fuzz-smoke
 # Benchmarks (bench/README.md): criterion micro-benchmarks of core, then the end-to-end run on
 # loopback (Envoy with/without the filter, static upstream and real runner, sandbox, memory;
 # beside them Envoy's own MCP+RBAC filters and the proxy-wasm floor, bench/floor),
-# which prints one table and writes target/bench/results.json. From a fresh clone on 2 cores:
-# about 17 minutes, 12 of them building the runner (bench/README.md).
+# which prints one table and writes target/bench/results.json. The runner is built without its
+# default features (the Kubernetes backend, OTLP export): the bench uses neither, and they
+# are minutes of its cold build. `make build` builds the full runner again. From a fresh clone
+# on 2 cores: see bench/README.md for the measured time.
 .PHONY: bench
 bench: setup
 	# The wasm modules build beside the native build: each has long single-threaded stretches
 	# (the filter's fat LTO; the runner crate and its binary), so together they keep two cores
 	# busy. Built together, the floor gets the filter's dependency features and shares them.
 	$(CARGO) build -p portcullis-filter -p portcullis-bench-floor --target wasm32-wasip1 --profile wasm & wasm=$$!; \
-	  $(CARGO) build --release -p portcullis-runner -p portcullis-bench; native=$$?; \
+	  $(CARGO) build --release --no-default-features -p portcullis-runner -p portcullis-bench; native=$$?; \
 	  wait $$wasm && test $$native -eq 0
-	$(CARGO) bench -p portcullis-bench-micro -p portcullis-runner -p portcullis-bench --bench core
+	$(CARGO) bench --no-default-features -p portcullis-bench-micro -p portcullis-runner -p portcullis-bench --bench core
 	target/release/portcullis-bench --out target/bench/results.json
 
 clean:

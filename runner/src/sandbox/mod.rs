@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "kubernetes")]
 pub mod kube;
 pub mod local;
 pub mod progress;

@@ -4,15 +4,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use portcullis_core::catalog::Catalog;
 use portcullis_core::placement::{KUBERNETES, LOCAL};
-use serde_json::{json, Map};
 
-use crate::audit::{AuditLog, SANDBOX_REAPED};
-use crate::sandbox::kube::{reaper, KubeOptions, KubernetesBackend};
+use crate::audit::AuditLog;
 use crate::service::backends::{Backends, Limits};
 
 
@@ -65,7 +62,18 @@ impl BackendArgs {
         Ok(backends)
     }
 
+    #[cfg(not(feature = "kubernetes"))]
+    async fn kubernetes(&self, _: &mut Backends, _: &Catalog, _: &Arc<AuditLog>) -> Result<()> {
+        bail!("--backends {KUBERNETES}: this runner was built without the Kubernetes backend (cargo feature `kubernetes`)")
+    }
+
+    #[cfg(feature = "kubernetes")]
     async fn kubernetes(&self, backends: &mut Backends, catalog: &Catalog, audit: &Arc<AuditLog>) -> Result<()> {
+        use crate::audit::SANDBOX_REAPED;
+        use crate::sandbox::kube::{reaper, KubeOptions, KubernetesBackend};
+        use serde_json::{json, Map};
+        use std::time::Duration;
+
         let opts = KubeOptions {
             namespace_prefix: self.kube_namespace_prefix.clone(),
             runtime_class: self.kube_runtime_class.clone(),

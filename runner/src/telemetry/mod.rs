@@ -19,16 +19,15 @@
 //! `params._meta.traceparent`; [`call::CallSpan::start`] says how the two relate.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use anyhow::{bail, Result};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use opentelemetry_sdk::Resource;
 
 pub mod call;
 pub mod metrics;
+#[cfg(feature = "otlp")]
+mod otlp;
 
 pub use call::{approval_check, in_span, span, CallSpan, PhaseSpan, SandboxPhases};
 pub use metrics::approval_state;
@@ -37,8 +36,6 @@ pub use metrics::approval_state;
 pub const SCOPE: &str = "portcullis-runner";
 /// The runner's `service.name` when no other is given.
 pub const SERVICE_NAME: &str = "portcullis-runner";
-/// How often metrics are pushed (the SDK's default is 60 s).
-const METRIC_INTERVAL: Duration = Duration::from_secs(10);
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -85,30 +82,19 @@ impl Drop for TelemetryGuard {
 /// Must be called inside a tokio runtime (the gRPC channel lives on it), once, before the
 /// runner serves. The connection is made lazily: a collector that is down at start-up only
 /// loses the batches exported while it is down (the SDK logs each failed export).
+///
+/// A runner built without the `otlp` feature refuses an endpoint rather than ignore it.
 pub fn init(otlp_endpoint: Option<&str>, service_name: &str) -> Result<TelemetryGuard> {
     let Some(endpoint) = otlp_endpoint else {
         return Ok(TelemetryGuard { providers: None });
     };
-    let url = endpoint_url(endpoint)?;
-    let resource = Resource::builder().with_service_name(service_name.to_owned()).build();
-    let spans = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(url.clone())
-        .build()
-        .context("building the OTLP span exporter")?;
-    let tracer = SdkTracerProvider::builder().with_batch_exporter(spans).with_resource(resource.clone()).build();
-    let points = opentelemetry_otlp::MetricExporter::builder()
-        .with_tonic()
-        .with_endpoint(url.clone())
-        .build()
-        .context("building the OTLP metric exporter")?;
-    let reader = PeriodicReader::builder(points).with_interval(METRIC_INTERVAL).build();
-    let meter = SdkMeterProvider::builder().with_reader(reader).with_resource(resource).build();
-    opentelemetry::global::set_tracer_provider(tracer.clone());
-    opentelemetry::global::set_meter_provider(meter.clone());
-    ENABLED.store(true, Ordering::Relaxed);
-    tracing::info!(endpoint = %url, service = service_name, "exporting traces and metrics over OTLP/gRPC");
-    Ok(TelemetryGuard { providers: Some((tracer, meter)) })
+    #[cfg(feature = "otlp")]
+    return otlp::export(endpoint_url(endpoint)?, service_name);
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = service_name;
+        bail!("--otlp-endpoint {endpoint}: this runner was built without OTLP export (cargo feature `otlp`)")
+    }
 }
 
 /// `HOST:PORT` becomes `http://HOST:PORT`. The exporter speaks plaintext gRPC (a collector on
@@ -150,5 +136,12 @@ mod tests {
         let guard = init(None, SERVICE_NAME).unwrap();
         assert!(!enabled());
         guard.shutdown();
+    }
+
+    #[cfg(not(feature = "otlp"))]
+    #[test]
+    fn without_the_otlp_feature_an_endpoint_is_refused() {
+        let err = init(Some("127.0.0.1:4317"), SERVICE_NAME).err().unwrap();
+        assert!(err.to_string().contains("built without OTLP export"), "{err}");
     }
 }
