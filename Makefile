@@ -88,8 +88,10 @@ bench: setup
 	# The wasm modules build beside the native build: each has long single-threaded stretches
 	# (the filter's fat LTO; the runner crate and its binary), so together they keep two cores
 	# busy. Built together, the floor gets the filter's dependency features and shares them.
+	# The native build is `cargo bench`'s own (profile bench, which inherits release and writes
+	# to target/release), criterion included, so `cargo bench` below compiles nothing more.
 	$(CARGO) build -p portcullis-filter -p portcullis-bench-floor --target wasm32-wasip1 --profile wasm & wasm=$$!; \
-	  $(CARGO) build --release --no-default-features -p portcullis-runner -p portcullis-bench; native=$$?; \
+	  $(CARGO) build --profile bench --no-default-features -p portcullis-runner -p portcullis-bench -p portcullis-bench-micro --bins --benches; native=$$?; \
 	  wait $$wasm && test $$native -eq 0
 	$(CARGO) bench --no-default-features -p portcullis-bench-micro -p portcullis-runner -p portcullis-bench --bench core
 	target/release/portcullis-bench --out target/bench/results.json
