@@ -34,6 +34,8 @@ validate-envoy: build
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	# The runner as `make bench` builds it: without the Kubernetes backend and OTLP export.
+	$(CARGO) clippy -p portcullis-runner --no-default-features --all-targets -- -D warnings
 	$(CARGO) clippy -p portcullis-core -p portcullis-filter -p portcullis-bench-floor --target wasm32-wasip1 -- -D warnings
 
 # The policy under real OPA (Go engine, from .venv) must decide every case in policies/cases and
@@ -91,7 +93,7 @@ bench: setup
 	# The native build is `cargo bench`'s own (profile bench, which inherits release and writes
 	# to target/release), criterion included, so `cargo bench` below compiles nothing more.
 	$(CARGO) build -p portcullis-filter -p portcullis-bench-floor --target wasm32-wasip1 --profile wasm & wasm=$$!; \
-	  $(CARGO) build --profile bench --no-default-features -p portcullis-runner -p portcullis-bench -p portcullis-bench-micro --bins --benches; native=$$?; \
+	  $(CARGO) build --profile bench --no-default-features -p portcullis-runner -p portcullis-bench -p portcullis-bench-micro --bins --bench core; native=$$?; \
 	  wait $$wasm && test $$native -eq 0
 	$(CARGO) bench --no-default-features -p portcullis-bench-micro -p portcullis-runner -p portcullis-bench --bench core
 	target/release/portcullis-bench --out target/bench/results.json
