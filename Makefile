@@ -85,6 +85,9 @@ test: build validate-envoy lint check-opa chart-test fuzz-smoke
 # default features (the Kubernetes backend, OTLP export): the bench uses neither, and they
 # are minutes of its cold build. `make build` builds the full runner again. From a fresh clone
 # on 2 cores: 13 min 19 s measured, nearly 10 of them building (bench/README.md).
+# The native packages `make bench` builds and then benchmarks: both commands must select the
+# same packages and features, or `cargo bench` resolves features anew and compiles again.
+BENCH_NATIVE = --no-default-features -p portcullis-runner -p portcullis-bench -p portcullis-bench-micro
 .PHONY: bench
 bench: setup
 	# The wasm modules build beside the native build: each has long single-threaded stretches
@@ -93,9 +96,9 @@ bench: setup
 	# The native build is `cargo bench`'s own (profile bench, which inherits release and writes
 	# to target/release), criterion included, so `cargo bench` below compiles nothing more.
 	$(CARGO) build -p portcullis-filter -p portcullis-bench-floor --target wasm32-wasip1 --profile wasm & wasm=$$!; \
-	  $(CARGO) build --profile bench --no-default-features -p portcullis-runner -p portcullis-bench -p portcullis-bench-micro --bins --bench core; native=$$?; \
+	  $(CARGO) build --profile bench $(BENCH_NATIVE) --bins --bench core; native=$$?; \
 	  wait $$wasm && test $$native -eq 0
-	$(CARGO) bench --no-default-features -p portcullis-bench-micro -p portcullis-runner -p portcullis-bench --bench core
+	$(CARGO) bench $(BENCH_NATIVE) --bench core
 	target/release/portcullis-bench --out target/bench/results.json
 
 clean:
