@@ -279,13 +279,15 @@ fn report(label: &str, f: &Figures) {
     );
 }
 
-/// Jobs from a warm pool skip making the namespace, its quota, limits and network policy: they
-/// are ready sooner, with fewer API requests. Prints the figures for cold and warm jobs
-/// (`PORTCULLIS_KUBE_TIMING_JOBS`, default 20 each). Then checks that, over everything this
+/// Jobs from a warm pool skip making the namespace, its quota, limits and network policy: each
+/// takes fewer API requests than any cold job. Prints the timings for cold and warm jobs
+/// (`PORTCULLIS_KUBE_TIMING_JOBS`, default 20 each) as figures, and asserts nothing about them:
+/// this test shares two cores with the rest of the suite, so which p50 is lower says more about
+/// what else ran than about the pool. Then checks that, over everything this
 /// backend did (cold, warm, a reaper pass), it used exactly the requests the chart's rules
 /// grant: no rule is there for nothing.
 #[tokio::test]
-async fn warm_pool_jobs_are_ready_sooner_and_every_declared_rule_is_used() {
+async fn warm_pool_jobs_skip_the_namespace_setup_and_every_declared_rule_is_used() {
     let (backend, envs) = kube_backend("pc-timing-").await;
     let n: usize = std::env::var("PORTCULLIS_KUBE_TIMING_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let cold = measure(&backend, n, false).await;
@@ -297,8 +299,6 @@ async fn warm_pool_jobs_are_ready_sooner_and_every_declared_rule_is_used() {
     let warm = measure(&backend, n, true).await;
     report("warm pool", &warm);
     refill.abort();
-    let median = |f: &Figures| percentile(&f.ready, 0.5);
-    assert!(median(&warm) < median(&cold), "warm p50 {:?} vs cold p50 {:?}", median(&warm), median(&cold));
     assert!(warm.calls.iter().max() < cold.calls.iter().min(), "warm {:?} vs cold {:?} requests", warm.calls, cold.calls);
     // Leave nothing: the pool's last namespace is deleted like any other (the reaper would).
     while let Some(ns) = backend.pool().take("suite") {
