@@ -53,6 +53,15 @@ impl Rejection {
         Self::new(RejectKind::Internal, 500, INTERNAL_ERROR, message, None)
     }
 
+    /// A refusal decided before the body was read, once (some of) the body is here: it answers
+    /// the request's id when `body` names one.
+    pub fn answering(mut self, body: &[u8]) -> Self {
+        if self.id.is_none() {
+            self.id = crate::jsonrpc::scan_id(body);
+        }
+        self
+    }
+
     pub fn with_data(mut self, data: Value) -> Self {
         self.data = Some(data);
         self
@@ -79,5 +88,22 @@ impl Rejection {
         }
         let id = self.id.as_ref().map_or(Value::Null, Id::to_value);
         json!({"jsonrpc": "2.0", "id": id, "error": error}).to_string().into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_from_the_headers_answers_the_id_its_body_names() {
+        let refused = || Rejection::new(RejectKind::Invalid, 415, INVALID_REQUEST, "POST body must be application/json", None);
+        assert_eq!(refused().answering(br#"{"jsonrpc":"2.0","id":"a-1","method":"ping"}"#).id, Some(Id::String("a-1".into())));
+        assert_eq!(refused().answering(br#"{"id":7,"params":{"#).id, Some(Id::Number(7)));
+        for no_id in [&b""[..], b"not json", br#"[{"id":1}]"#, br#"{"id":null}"#] {
+            assert_eq!(refused().answering(no_id).id, None, "{}", String::from_utf8_lossy(no_id));
+        }
+        let known = Rejection::new(RejectKind::Invalid, 400, INVALID_REQUEST, "x", Some(Id::Number(1)));
+        assert_eq!(known.answering(br#"{"id":2}"#).id, Some(Id::Number(1)), "an id already known is kept");
     }
 }

@@ -147,6 +147,7 @@ impl RootContext for Root {
             transport: None,
             request_id: None,
             settled: false,
+            held: None,
             session: session::Session::default(),
             mcp_headers: headers::Values::default(),
             peer: None,
@@ -177,6 +178,9 @@ struct Filter {
     /// of it has left the filter: however the request ends (body, trailers, reset), it ends
     /// in exactly one decision or refusal.
     settled: bool,
+    /// A refusal that the headers decided, held until the body has come so that it answers
+    /// the request's id. Nothing is forwarded while it is held.
+    held: Option<Rejection>,
     /// The agent's session id and, once admitted, the caller it is bound to.
     session: session::Session,
     /// The MCP headers that restate the body, checked against it by the decision.
@@ -210,7 +214,10 @@ impl HttpContext for Filter {
         }
         // The body callbacks never saw its end: this request ends here, undecided. Refuse it
         // (with its id, when the buffered body names one) rather than let it pass.
-        self.reject_on_prefix(Gateway::reject_trailers)
+        match self.held.take() {
+            Some(held) => self.reject_naming_id(ID_SCAN_BYTES, |_, prefix| held.answering(prefix)),
+            None => self.reject_naming_id(ID_SCAN_BYTES, Gateway::reject_trailers),
+        }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -283,6 +290,11 @@ impl Filter {
                     Action::Pause
                 }
             }
+            // A body is coming: refuse once it is here, with the id it names.
+            Err(rejection) if !end_of_stream => {
+                self.held = Some(rejection);
+                Action::Pause
+            }
             Err(rejection) => self.reject(&rejection),
         }
     }
@@ -294,12 +306,17 @@ impl Filter {
         }
         let Some(gateway) = &self.gateway else { return self.reject(&not_configured()) };
         let limit = gateway.limits().max_body_bytes;
-        if body_size > limit {
+        let oversized = body_size > limit;
+        if !oversized && !end_of_stream {
+            return Action::Pause;
+        }
+        if let Some(held) = self.held.take() {
+            let scan = if oversized { ID_SCAN_BYTES } else { body_size };
+            return self.reject_naming_id(scan, |_, body| held.answering(body));
+        }
+        if oversized {
             // Refuse as soon as the limit is passed rather than buffering the rest.
             return self.decide_oversized(body_size);
-        }
-        if !end_of_stream {
-            return Action::Pause;
         }
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size);
         mark("filter_body_read");
@@ -434,13 +451,13 @@ impl Filter {
     }
 
     fn decide_oversized(&mut self, size: usize) -> Action {
-        self.reject_on_prefix(|gateway, prefix| gateway.reject_oversized(size, prefix))
+        self.reject_naming_id(ID_SCAN_BYTES, |gateway, prefix| gateway.reject_oversized(size, prefix))
     }
 
-    /// Refuses a request that will not be read whole; the first bytes buffered may still name
-    /// its id.
-    fn reject_on_prefix(&mut self, rejection: impl FnOnce(&Gateway, &[u8]) -> Rejection) -> Action {
-        let prefix = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, ID_SCAN_BYTES).ok().flatten().unwrap_or_default();
+    /// Refuses a request that will not be decided; the first `scan` bytes buffered of its body
+    /// may still name its id.
+    fn reject_naming_id(&mut self, scan: usize, rejection: impl FnOnce(&Gateway, &[u8]) -> Rejection) -> Action {
+        let prefix = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, scan).ok().flatten().unwrap_or_default();
         let rejection = match &self.gateway {
             Some(gateway) => rejection(gateway, &prefix),
             None => not_configured(),

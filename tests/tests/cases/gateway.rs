@@ -176,8 +176,17 @@ async fn malformed_requests_get_clear_jsonrpc_errors() {
     let r = post(&http, &s.url(), None, &[], &deep).await.unwrap();
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.error_message().contains("nesting deeper than the limit"), "{}", r.text);
-    let r = http.post(s.url()).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    // Refused by its headers alone, yet answered with its id once the body has come; with no
+    // body at all, the id is null.
+    let r = http.post(s.url()).header("content-type", "text/plain").body(r#"{"jsonrpc":"2.0","id":"plain-8","method":"ping"}"#).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 415);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!((&m["id"], &m["error"]["code"]), (&json!("plain-8"), &json!(-32600)), "{m}");
+    assert!(m["error"]["message"].as_str().unwrap().contains("application/json"), "{m}");
+    let r = http.post(s.url()).header("content-type", "text/plain").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!((&m["id"], &m["error"]["code"]), (&Value::Null, &json!(-32600)), "{m}");
 }
 
 #[tokio::test]

@@ -148,6 +148,12 @@ async fn an_oversized_body_gets_a_jsonrpc_413_with_its_id() {
         assert_eq!(r.error_code(), Some(-32600), "{name}: {}", r.text);
         assert!(r.error_message().contains("larger than the limit"), "{name}: {}", r.text);
     }
+    // Refused by its path first: the refusal held for the body answers as soon as the limit is
+    // passed, with the id from the body's start.
+    let root = s.url().trim_end_matches("/mcp").to_string();
+    let r = post(&s.http_client(Some("reader")), &format!("{root}/x"), None, &[], &body).await.unwrap();
+    assert_eq!((r.status, r.error_code()), (404, Some(-32600)), "{}", r.text);
+    assert_eq!(r.message["id"], 77, "{}", r.text);
 }
 
 #[tokio::test]
@@ -244,6 +250,7 @@ async fn only_the_mcp_endpoint_is_decided_and_forwarded() {
         let r = post(&http, &url, None, &[("user-agent", ua.as_str())], &tools_call(21, "word_count", json!({"text": "a"}))).await.unwrap();
         assert_eq!(r.status, 404, "{path}: {}", r.text);
         assert_eq!(r.error_code(), Some(-32600), "{path}: {}", r.text);
+        assert_eq!(r.message["id"], 21, "{path}: refused by its path, answered with its id: {}", r.text);
         let (line, record) = access_log(s, &ua);
         assert!(line["upstream_host"].is_null(), "{path} forwarded: {line}");
         assert_eq!(record["outcome"], "invalid", "{path}: {line}");
