@@ -222,3 +222,39 @@ typed_config:
         - san_type: URI
           matcher: { exact: {{ .Values.gateway.runnerSpiffeId | quote }} }
 {{- end -}}
+
+{{/*
+The gateway's local_reply_config: envoy/envoy.yaml's. Envoy's own refusals of a request the
+filter never decided (codec errors, 426, 431, an escaped slash, 408) come as JSON-RPC errors with
+id null; the filter's own replies and the upstream errors it restates (the filter state
+wasm.portcullis_decision is set) are left alone.
+*/}}
+{{- define "portcullis.localReplyConfig" -}}
+mappers:
+  - filter:
+      extension_filter:
+        name: envoy.access_loggers.extension_filters.cel
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+          expression: "response.code >= 400 && response.code < 500 && !('wasm.portcullis_decision' in filter_state)"
+    body_format_override:
+      json_format:
+        jsonrpc: "2.0"
+        id: null
+        error:
+          code: -32600
+          message: "the proxy refused the request before it was decided (HTTP %RESPONSE_CODE%: %RESPONSE_CODE_DETAILS%)"
+  - filter:
+      extension_filter:
+        name: envoy.access_loggers.extension_filters.cel
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+          expression: "response.code >= 500 && response.code < 600 && !('wasm.portcullis_decision' in filter_state)"
+    body_format_override:
+      json_format:
+        jsonrpc: "2.0"
+        id: null
+        error:
+          code: -32603
+          message: "the proxy refused the request before it was decided (HTTP %RESPONSE_CODE%: %RESPONSE_CODE_DETAILS%)"
+{{- end -}}

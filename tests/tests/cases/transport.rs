@@ -21,20 +21,21 @@ fn unique_agent(what: &str) -> String {
 /// writes the line (to `<state-dir>/access.log`) when the stream ends and flushes its log
 /// every 250 ms (`up`), so this waits a little for it.
 fn access_log(s: &Stack, user_agent: &str) -> (Value, Value) {
+    let line = access_log_where(s, |v| v["user_agent"] == user_agent);
+    let record = line["portcullis_decision"].as_str().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null);
+    (line, record)
+}
+
+/// The first access-log line that `matches`, waiting for Envoy's flush.
+fn access_log_where(s: &Stack, matches: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..100 {
-        let line = s
-            .access_log()
-            .lines()
-            .filter(|l| l.starts_with('{'))
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["user_agent"] == user_agent);
+        let line = s.access_log().lines().filter(|l| l.starts_with('{')).filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(&matches);
         if let Some(line) = line {
-            let record = line["portcullis_decision"].as_str().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null);
-            return (line, record);
+            return line;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    panic!("no access-log line for {user_agent}:\n{}", s.access_log());
+    panic!("no such access-log line:\n{}", s.access_log());
 }
 
 fn post_headers(user_agent: &str) -> Vec<(&str, &str)> {
@@ -236,6 +237,36 @@ async fn every_request_leaves_its_decision_in_the_access_log() {
     assert_eq!(rec["user"], "alice", "{line}");
     let text = line.to_string();
     assert!(!text.contains(&bearer) && !text.contains("eyJ"), "a token in the access log: {line}");
+}
+
+/// Envoy refuses some requests before the filter sees them (its codecs and limits). They are
+/// JSON-RPC errors too, with id null (nothing of the body was read), and nothing is forwarded.
+#[tokio::test]
+async fn envoys_own_refusals_are_jsonrpc_errors() {
+    let s = stack();
+    let http = s.http1_client(Some("reader"));
+    let body = tools_call(61, "word_count", json!({"text": "a"}));
+    let big = "a".repeat(70 * 1024);
+    let (http10, http11) = (reqwest::Version::HTTP_10, reqwest::Version::HTTP_11);
+    let cases = [
+        ("HTTP/1.0", http10, ("x-ok", "1"), 426, "low_version"),
+        ("underscore header", http11, ("x_portcullis", "1"), 400, "http1.unexpected_underscore"),
+        ("headers over 60 KiB", http11, ("x-big", big.as_str()), 431, "http1.headers_too_large"),
+    ];
+    for (what, version, (name, value), status, details) in cases {
+        let req = http.post(s.url()).version(version).header("content-type", "application/json").header("accept", "application/json, text/event-stream").header(name, value);
+        let r = req.body(body.clone()).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{what}");
+        let m: Value = r.json().await.unwrap();
+        assert_eq!((&m["jsonrpc"], &m["id"], &m["error"]["code"]), (&json!("2.0"), &Value::Null, &json!(-32600)), "{what}: {m}");
+        let text = m["error"]["message"].as_str().unwrap_or_default();
+        assert!(text.contains(&format!("refused the request before it was decided (HTTP {status}: {details})")), "{what}: {m}");
+        // Envoy refused it in its codec, before the request's headers were whole: its access-log
+        // line names no user agent, only why (no other test makes Envoy refuse this way).
+        let line = access_log_where(s, |l| l["response_code_details"] == details);
+        assert!(line["upstream_host"].is_null(), "{what} forwarded: {line}");
+    }
 }
 
 #[tokio::test]
