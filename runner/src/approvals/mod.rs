@@ -78,6 +78,10 @@ pub struct Approval {
     pub executed_by_decision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executed_at: Option<u64>,
+    /// When the webhook accepted the notice of it (a 2xx answer); until then it is delivered
+    /// again, across restarts, while it is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_at: Option<u64>,
 }
 
 impl Approval {
@@ -128,6 +132,7 @@ pub enum DecideError {
     Store(#[from] StoreError),
 }
 
+#[derive(Clone)]
 pub struct Approvals {
     store: Arc<Store>,
     /// How long a pending approval waits for a decision, and an approved one for its execution.
@@ -199,6 +204,7 @@ impl Approvals {
                         reason: None,
                         executed_by_decision: None,
                         executed_at: None,
+                        notified_at: None,
                     };
                     t.put(APPROVALS, &a.id, &a)?;
                     t.put(APPROVAL_KEYS, &key, &a.id)?;
@@ -251,6 +257,26 @@ impl Approvals {
         all.retain(|a| a.state == State::Pending && now < a.expires_at);
         all.sort_by_key(|a| a.requested_at);
         Ok(all)
+    }
+
+    /// Pending approvals whose notice no webhook has accepted yet, oldest first.
+    pub fn unnotified(&self, now: u64) -> Result<Vec<Approval>, StoreError> {
+        let mut pending = self.pending(now)?;
+        pending.retain(|a| a.notified_at.is_none());
+        Ok(pending)
+    }
+
+    /// The webhook accepted the notice of approval `id` at `now`.
+    pub fn mark_notified(&self, id: &str, now: u64) -> Result<(), StoreError> {
+        self.store.write(|t| {
+            if let Some(mut a) = t.get::<Approval>(APPROVALS, id)? {
+                if a.notified_at.is_none() {
+                    a.notified_at = Some(now);
+                    t.put(APPROVALS, id, &a)?;
+                }
+            }
+            Ok(())
+        })
     }
 }
 

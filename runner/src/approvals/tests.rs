@@ -1,6 +1,6 @@
 use super::*;
 
-fn claims(user: Option<&str>, groups: &[&str], args: &str) -> Claims {
+pub(super) fn claims(user: Option<&str>, groups: &[&str], args: &str) -> Claims {
     let arguments: Map<String, Value> = serde_json::from_str(args).unwrap();
     Claims {
         iss: "g".into(),
@@ -22,7 +22,7 @@ fn claims(user: Option<&str>, groups: &[&str], args: &str) -> Claims {
     }
 }
 
-fn approvals(dir: &tempfile::TempDir) -> Approvals {
+pub(super) fn approvals(dir: &tempfile::TempDir) -> Approvals {
     let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
     Approvals::new(store, 60, "approvers".into())
 }

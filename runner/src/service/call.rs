@@ -239,7 +239,7 @@ impl Runner {
                 self.audit(audit::APPROVAL_REQUESTED, Some(claims), json!({"approval": a.id, "expires_at": rfc3339(a.expires_at), "policy_version": a.policy_version}))?;
                 tracing::info!(approval = %a.id, tool = %tool.name, decision = %claims.decision_id, "approval requested");
                 if let Some(hook) = &self.webhook {
-                    hook.notify(&a);
+                    hook.notify(&a, &self.approvals);
                 }
                 Err(pending(&a))
             }

@@ -334,6 +334,8 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
         Ok(n) => tracing::warn!(jobs = n, "recorded jobs aborted: the runner stopped during them"),
         Err(e) => anyhow::bail!("recording the jobs a stopped runner left unended in the audit trail: {e}"),
     }
+    // Notices of pending approvals that no webhook accepted before a restart go out again.
+    let redelivery = webhook.clone().map(|hook| hook.redeliver_forever(approvals.clone()));
     let runner = Arc::new(Runner { catalog: opts.catalog, verifier, store, plans, approvals, webhook, backends: opts.backends, audit: opts.audit });
     let mut config = StreamableHttpServerConfig::default();
     if opts.json_response {
@@ -364,6 +366,10 @@ pub async fn serve(opts: ServeOptions, shutdown: impl std::future::Future<Output
         h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     });
     tracing::info!(listen = %opts.listen, "runner listening (TLS, gateway client certificate required)");
-    crate::service::tls::bind(opts.listen, opts.tls).handle(handle).serve(app.into_make_service()).await?;
+    let served = crate::service::tls::bind(opts.listen, opts.tls).handle(handle).serve(app.into_make_service()).await;
+    if let Some(task) = redelivery {
+        task.abort();
+    }
+    served?;
     Ok(())
 }
