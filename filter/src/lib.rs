@@ -343,7 +343,7 @@ impl Filter {
     /// identity is enough, and they carry no body.
     fn pass_identity_only(&mut self, body: &[u8]) -> Action {
         if !body.is_empty() {
-            return self.reject(&reject_body_on(self.http_method.as_deref().unwrap_or("GET")));
+            return self.reject(&reject_body_on(self.http_method.as_deref().unwrap_or("GET")).answering(body));
         }
         let Some(gateway) = self.gateway.clone() else { return self.reject(&not_configured()) };
         let peer = self.peer.clone();

@@ -13,13 +13,14 @@ fn paths() -> Vec<Case> {
         c.path = path.into();
         c
     };
-    // Refused on the request's head: the body is never read, so no id is recoverable.
-    let not_found = || Expect::Refused(404, -32600, Value::Null);
+    // Refused on the request's head; the refusal waits for the body and answers its id.
+    let not_found = || Expect::Refused(404, -32600, json!(20));
     // Envoy normalizes these to /mcp before routing: the call is decided as any other.
     let decided = || Expect::Refused(200, -32001, json!(20));
-    // Envoy refuses an escaped slash or NUL in the path itself, with its own empty 400, before
-    // the filter sees the request: the one refusal that carries no JSON-RPC error.
-    let envoy = || Expect::RefusedHttp(400);
+    // Envoy refuses an escaped slash or NUL in the path itself, before the filter sees the
+    // request: its own 400, restated as a JSON-RPC error by the gateway's local_reply_config
+    // (no body was read, so id null).
+    let envoy = || Expect::Refused(400, -32600, Value::Null);
     let mut cases: Vec<Case> = ["/mcp/", "/MCP", "/mcp/.", "/mcp?x", "/mcp;x"].iter().map(|p| at(p, not_found())).collect();
     cases.extend(["/%6dcp", "/./mcp", "//mcp", "/x/../mcp"].iter().map(|p| at(p, decided())));
     cases.extend(["/mcp%2f", "/mcp%2F", "/mcp%00"].iter().map(|p| at(p, envoy())));
@@ -36,8 +37,8 @@ fn content_types() -> Vec<Case> {
         }
         c
     };
-    // Refused on the request's head: the body is never read, so no id is recoverable.
-    let refused = || Expect::Refused(415, -32600, Value::Null);
+    // Refused on the request's head; the refusal waits for the body and answers its id.
+    let refused = || Expect::Refused(415, -32600, json!(21));
     vec![
         ct("missing", &[], refused()),
         ct("text/plain", &["text/plain"], refused()),
@@ -91,8 +92,8 @@ fn bodies_on_get_and_delete() -> Vec<Case> {
     let mut cases = Vec::new();
     for method in ["GET", "DELETE"] {
         for (name, body) in [("allowed call", allowed("23")), ("denied call", denied("23"))] {
-            // Refused on the request's head (GET and DELETE carry no body): no id is read.
-            let mut c = Case::post(format!("{method} with a body ({name})"), body, Expect::Refused(400, -32600, Value::Null));
+            // GET and DELETE carry no body: refused once it has come, with the id it names.
+            let mut c = Case::post(format!("{method} with a body ({name})"), body, Expect::Refused(400, -32600, json!(23)));
             c.method = method;
             cases.push(c);
         }

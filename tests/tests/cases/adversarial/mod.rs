@@ -51,9 +51,6 @@ pub enum Expect {
     /// Like `Refused`, the id either this one or null: where who refuses depends on how far the
     /// body got (Envoy's own refusal, restated by the filter, carries no id).
     RefusedIdOrNull(u16, i64, Value),
-    /// Refused with this HTTP status (no JSON-RPC body can be expected, e.g. Envoy refuses the
-    /// request before the filter sees it), and nothing executes.
-    RefusedHttp(u16),
 }
 
 #[derive(Clone)]
@@ -321,7 +318,6 @@ fn wrong(expect: &Expect, a: &Answer, new: &[Value]) -> Option<String> {
             let id = if a.message["id"].is_null() { Value::Null } else { id.clone() };
             wrong(&Expect::Refused(*status, *code, id), a, new)
         }
-        Expect::RefusedHttp(status) => fail(a.status == *status, "status").or_else(|| fail(new.is_empty(), "executed")),
     }
 }
 
