@@ -6,6 +6,7 @@ use portcullis_e2e::mcp::{open_session, post, rmcp_client, tools_call};
 use portcullis_e2e::Stack;
 use rmcp::model::CallToolRequestParams;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 use crate::stack;
 
@@ -120,6 +121,31 @@ async fn a_request_reset_midway_reaches_nothing_and_is_logged() {
     assert!(line["upstream_host"].is_null(), "forwarded: {line}");
     assert_eq!(record["outcome"], "incomplete", "{line}");
     assert_eq!(record["workload"], "spiffe://portcullis.local/ns/agents/sa/intruder", "{line}");
+}
+
+/// A refusal the headers decided (here the path) waits for the body to learn the request's id.
+/// A body that ends in trailers still gets that refusal with its id; one reset midway gets
+/// nothing, and neither reaches the runner.
+#[tokio::test]
+async fn a_refusal_held_for_the_body_holds_through_trailers_and_resets() {
+    let s = stack();
+    let body = br#"{"jsonrpc":"2.0","id":"held-t","method":"tools/list"}"#;
+    let ua = unique_agent("held-trailers");
+    let r = h2raw::send_to(s, "reader", "POST", "/x", &post_headers(&ua), &[body], Duration::ZERO, End::Trailers).await.unwrap().unwrap();
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(r.json()["id"], "held-t", "{r:?}");
+    assert_eq!(r.json()["error"]["code"], -32600, "{r:?}");
+    let (line, record) = access_log(s, &ua);
+    assert!(line["upstream_host"].is_null(), "forwarded: {line}");
+    assert_eq!(record["outcome"], "invalid", "{line}");
+
+    let ua = unique_agent("held-reset");
+    let half: &[u8] = &body[..body.len() / 2];
+    let none = h2raw::send_to(s, "reader", "POST", "/x", &post_headers(&ua), &[half], Duration::ZERO, End::Reset).await.unwrap();
+    assert!(none.is_none());
+    let (line, record) = access_log(s, &ua);
+    assert!(line["upstream_host"].is_null(), "forwarded: {line}");
+    assert_eq!(record["outcome"], "incomplete", "{line}");
 }
 
 #[tokio::test]
