@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::store::{rfc3339, Requester, Store, StoreError, APPROVALS, APPROVAL_KEYS};
+use crate::store::{rfc3339, Requester, Store, StoreError, Txn, APPROVALS, APPROVAL_KEYS, PENDING_APPROVALS};
 
 pub mod cli;
 pub mod webhook;
@@ -159,9 +159,34 @@ fn new_id() -> Result<String, StoreError> {
     Ok(format!("apr_{}", hex::encode(bytes)))
 }
 
+/// Writes `a` and keeps the pending index in step with it, in the same transaction.
+fn put(t: &mut Txn, a: &Approval) -> Result<(), StoreError> {
+    t.put(APPROVALS, &a.id, a)?;
+    if a.state == State::Pending {
+        t.put(PENDING_APPROVALS, &a.id, &a.expires_at)
+    } else {
+        t.remove(PENDING_APPROVALS, &a.id)
+    }
+}
+
 impl Approvals {
     pub fn new(store: Arc<Store>, ttl_seconds: u64, approver_group: String) -> Self {
         Self { store, ttl_seconds, approver_group }
+    }
+
+    /// [`Self::new`], with the pending index built anew from every approval (once per start: a
+    /// store written by a runner that kept no index, or a lost index, is indexed again).
+    pub fn open(store: Arc<Store>, ttl_seconds: u64, approver_group: String, now: u64) -> Result<Self, StoreError> {
+        store.write(|t| {
+            t.clear(PENDING_APPROVALS)?;
+            for (id, a) in t.entries::<Approval>(APPROVALS)? {
+                if a.state == State::Pending && now < a.expires_at {
+                    t.put(PENDING_APPROVALS, &id, &a.expires_at)?;
+                }
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(Self::new(store, ttl_seconds, approver_group))
     }
 
     /// The one durable step for a call that needs approval (see the module's state diagram).
@@ -175,14 +200,14 @@ impl Approvals {
             let gate = match latest {
                 Some(mut a) if matches!(a.state, State::Pending | State::Approved) && now >= a.expires_at => {
                     a.state = State::Expired;
-                    t.put(APPROVALS, &a.id, &a)?;
+                    put(t, &a)?;
                     Gate::Refused { approval: a, newly_expired: true }
                 }
                 Some(mut a) if a.state == State::Approved => {
                     a.state = State::Executed;
                     a.executed_at = Some(now);
                     a.executed_by_decision = Some(claims.decision_id.clone());
-                    t.put(APPROVALS, &a.id, &a)?;
+                    put(t, &a)?;
                     Gate::Run(a)
                 }
                 Some(a) if a.state != State::Expired => Gate::Refused { approval: a, newly_expired: false },
@@ -206,7 +231,7 @@ impl Approvals {
                         executed_at: None,
                         notified_at: None,
                     };
-                    t.put(APPROVALS, &a.id, &a)?;
+                    put(t, &a)?;
                     t.put(APPROVAL_KEYS, &key, &a.id)?;
                     Gate::Requested(a)
                 }
@@ -226,7 +251,7 @@ impl Approvals {
             let mut a: Approval = t.get(APPROVALS, id)?.ok_or_else(|| DecideError::Unknown(id.to_owned()))?;
             if a.state == State::Pending && now >= a.expires_at {
                 a.state = State::Expired;
-                t.put(APPROVALS, &a.id, &a)?;
+                put(t, &a)?;
             }
             if a.state != State::Pending {
                 return Err(DecideError::NotPending { id: a.id.clone(), state: a.state.as_str() });
@@ -242,7 +267,7 @@ impl Approvals {
                 // The requester gets the full window to send the call again.
                 a.expires_at = now.saturating_add(self.ttl_seconds);
             }
-            t.put(APPROVALS, &a.id, &a)?;
+            put(t, &a)?;
             Ok(a)
         })
     }
@@ -252,11 +277,24 @@ impl Approvals {
     }
 
     /// Pending approvals that can still be decided, oldest first.
+    /// Reads the pending index; entries past their expiry leave it (the approval itself is
+    /// marked expired, and its expiry audited, when its call comes again or someone decides it).
     pub fn pending(&self, now: u64) -> Result<Vec<Approval>, StoreError> {
-        let mut all: Vec<Approval> = self.store.all(APPROVALS)?;
-        all.retain(|a| a.state == State::Pending && now < a.expires_at);
-        all.sort_by_key(|a| a.requested_at);
-        Ok(all)
+        let (live, stale): (Vec<(String, u64)>, _) = self.store.entries(PENDING_APPROVALS)?.into_iter().partition(|(_, expires_at)| now < *expires_at);
+        if !stale.is_empty() {
+            self.store.write(|t| {
+                for (id, _) in &stale {
+                    t.remove(PENDING_APPROVALS, id)?;
+                }
+                Ok::<_, StoreError>(())
+            })?;
+        }
+        let mut pending = Vec::with_capacity(live.len());
+        for (id, _) in live {
+            pending.extend(self.get(&id)?.filter(|a| a.state == State::Pending && now < a.expires_at));
+        }
+        pending.sort_by_key(|a| a.requested_at);
+        Ok(pending)
     }
 
     /// Pending approvals whose notice no webhook has accepted yet, oldest first.
@@ -272,7 +310,7 @@ impl Approvals {
             if let Some(mut a) = t.get::<Approval>(APPROVALS, id)? {
                 if a.notified_at.is_none() {
                     a.notified_at = Some(now);
-                    t.put(APPROVALS, id, &a)?;
+                    put(t, &a)?;
                 }
             }
             Ok(())

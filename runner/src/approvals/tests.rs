@@ -92,3 +92,37 @@ fn expiry_refuses_then_asks_anew() {
     assert_ne!(again.id, a.id);
     assert!(matches!(ap.decide(&again.id, true, None, &claims(Some("bob"), &["approvers"], "{}"), 232), Err(DecideError::NotPending { .. })));
 }
+
+#[test]
+fn the_pending_index_follows_every_transition_and_is_rebuilt_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ap = approvals(&dir);
+    let bob = claims(Some("bob"), &["approvers"], "{}");
+    let call = |ns: &str| claims(Some("alice"), &["sre"], &format!(r#"{{"namespace":"{ns}"}}"#));
+    let ids = |ap: &Approvals, now| ap.pending(now).unwrap().into_iter().map(|a| a.id).collect::<Vec<_>>();
+    let indexed = |ap: &Approvals| ap.store.entries::<u64>(PENDING_APPROVALS).unwrap().len();
+    let a = requested(ap.gate(&call("a"), Map::new(), 100).unwrap());
+    let b = requested(ap.gate(&call("b"), Map::new(), 101).unwrap());
+    let c = requested(ap.gate(&call("c"), Map::new(), 102).unwrap());
+    assert_eq!(ids(&ap, 103), [a.id.clone(), b.id.clone(), c.id.clone()]);
+    ap.decide(&a.id, true, None, &bob, 103).unwrap();
+    ap.decide(&b.id, false, None, &bob, 104).unwrap();
+    assert_eq!(ids(&ap, 105), vec![c.id.clone()]);
+    assert_eq!(indexed(&ap), 1, "approved and denied approvals left the index");
+
+    // Past its expiry, c is no longer listed and leaves the index, though nobody decided it;
+    // its record stays pending until its call comes again, which expires it (and is audited).
+    assert!(ids(&ap, 162).is_empty());
+    assert_eq!(indexed(&ap), 0);
+    assert_eq!(ap.get(&c.id).unwrap().unwrap().state, State::Pending);
+    assert!(matches!(ap.gate(&call("c"), Map::new(), 170).unwrap(), Gate::Refused { newly_expired: true, .. }));
+    let d = requested(ap.gate(&call("c"), Map::new(), 171).unwrap());
+    assert_eq!(ids(&ap, 171), vec![d.id.clone()]);
+
+    // An index lost, or never kept by an older runner, is built again when the runner starts.
+    ap.store.write(|t| t.clear(PENDING_APPROVALS)).unwrap();
+    assert!(ids(&ap, 172).is_empty());
+    let reopened = Approvals::open(ap.store.clone(), 60, "approvers".into(), 172).unwrap();
+    assert_eq!(ids(&reopened, 172), vec![d.id.clone()]);
+    assert_eq!(indexed(&reopened), 1);
+}

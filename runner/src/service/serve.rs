@@ -304,7 +304,7 @@ impl ControlOptions {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.state_dir)?;
         let store = Arc::new(Store::open(&self.state_dir.join("state.redb"))?);
         let plans = Plans::new(store.clone(), self.state_dir.join("plans"), &self.signing_key_pem, self.plan_ttl_seconds)?;
-        let approvals = Approvals::new(store.clone(), self.approval_ttl_seconds, self.approver_group);
+        let approvals = Approvals::open(store.clone(), self.approval_ttl_seconds, self.approver_group, unix_now())?;
         let webhook = self.webhook.map(Webhook::new).transpose()?.map(Arc::new);
         Ok(ControlPlane { store, plans, approvals, webhook })
     }

@@ -28,6 +28,9 @@ pub const PLANS: Table = Table(TableDefinition::new("plans"), "plans");
 pub const APPROVALS: Table = Table(TableDefinition::new("approvals"), "approvals");
 /// The latest approval id of each approval key (one call by one requester under one policy).
 pub const APPROVAL_KEYS: Table = Table(TableDefinition::new("approval_keys"), "approval_keys");
+/// The approvals that are pending, by id, with their expiry: what `approvals list` and the
+/// webhook's redelivery read, so neither scans every approval ever made.
+pub const PENDING_APPROVALS: Table = Table(TableDefinition::new("pending_approvals"), "pending_approvals");
 
 /// Unix seconds as RFC 3339 UTC (`2026-12-02T07:36:40Z`).
 pub fn rfc3339(unix: u64) -> String {
@@ -111,6 +114,22 @@ impl Txn {
         self.0.open_table(table.0)?.insert(key, bytes.as_slice())?;
         Ok(())
     }
+
+    pub fn remove(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
+        self.0.open_table(table.0)?.remove(key)?;
+        Ok(())
+    }
+
+    /// Removes every record of a table.
+    pub fn clear(&mut self, table: Table) -> Result<(), StoreError> {
+        self.0.open_table(table.0)?.retain(|_, _| false)?;
+        Ok(())
+    }
+
+    /// Every record of a table, with its key, in key order.
+    pub fn entries<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>, StoreError> {
+        entries(&self.0.open_table(table.0)?, table)
+    }
 }
 
 impl Store {
@@ -122,7 +141,7 @@ impl Store {
         // Create every table up front, so readers never meet a missing one.
         let txn = db.begin_write()?;
         txn.open_table(SEEN_TICKETS)?;
-        for table in [PLANS, APPROVALS, APPROVAL_KEYS] {
+        for table in [PLANS, APPROVALS, APPROVAL_KEYS, PENDING_APPROVALS] {
             txn.open_table(table.0)?;
         }
         txn.commit()?;
@@ -162,16 +181,9 @@ impl Store {
         value.map(|v| decode(table, key, v.value())).transpose()
     }
 
-    /// Every record of a table, in key order.
-    pub fn all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(table.0)?;
-        let mut out = Vec::new();
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            out.push(decode(table, k.value(), v.value())?);
-        }
-        Ok(out)
+    /// Every record of a table, with its key, in key order.
+    pub fn entries<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>, StoreError> {
+        entries(&self.db.begin_read()?.open_table(table.0)?, table)
     }
 
     /// Runs `f` in one write transaction and commits (durably) only if it returns `Ok`.
@@ -181,6 +193,15 @@ impl Store {
         txn.0.commit().map_err(StoreError::from)?;
         Ok(out)
     }
+}
+
+fn entries<T: DeserializeOwned>(t: &impl ReadableTable<&'static str, &'static [u8]>, table: Table) -> Result<Vec<(String, T)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in t.iter()? {
+        let (k, v) = entry?;
+        out.push((k.value().to_owned(), decode(table, k.value(), v.value())?));
+    }
+    Ok(out)
 }
 
 fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
