@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cpu;
 use crate::envoy::{Envoy, Variant};
 use crate::load::{self, Agent, Call, Outcome};
 use crate::procs::Proc;
-use crate::results::{CpuPerRequest, MemorySeries, Upstream};
+use crate::results::{CpuPerRequest, Heap, MemorySeries, Upstream};
 
 /// One Envoy and its own upstream process.
 pub struct Stack {
@@ -126,12 +126,16 @@ pub async fn memory(kind: Upstream, stacks: &mut [Stack], calls: &[Arc<Call>], t
             series[i].push((done[i], s.envoy.proc.rss_kib()?, s.upstream.rss_kib()?));
         }
     }
+    let mut heaps = Vec::new();
+    for s in stacks.iter() {
+        heaps.push(heap(&s.envoy).await?);
+    }
     let upstream_name = match kind {
         Upstream::Static => "responder",
         Upstream::Runner => "runner",
     };
     let mut out = Vec::new();
-    for (s, points) in stacks.iter().zip(&series) {
+    for ((s, points), envoy_heap) in stacks.iter().zip(&series).zip(heaps) {
         for (process, pick) in [("envoy", 1usize), (upstream_name, 2)] {
             if pick == 2 && s.variant.is_reference() {
                 continue;
@@ -144,10 +148,28 @@ pub async fn memory(kind: Upstream, stacks: &mut [Stack], calls: &[Arc<Call>], t
                 checkpoints.iter().map(|(n, kib)| format!("{}:{:.1}", crate::stats::fmt_count(*n), *kib as f64 / 1024.0)).collect::<Vec<_>>().join(" "),
                 if growth_flagged { "  GROWING" } else { "" }
             );
-            out.push(MemorySeries { process: process.to_owned(), upstream: kind, variant: s.variant, checkpoints, growth_kib, growth_flagged });
+            let heap = (pick == 1).then_some(envoy_heap);
+            out.push(MemorySeries { process: process.to_owned(), upstream: kind, variant: s.variant, checkpoints, growth_kib, growth_flagged, heap });
         }
     }
     Ok(out)
+}
+
+/// Envoy's tcmalloc figures from its admin `/memory` (each a decimal string of bytes).
+async fn heap(envoy: &Envoy) -> Result<Heap> {
+    let text = envoy.admin_get("/memory").await?;
+    let memory: serde_json::Value = serde_json::from_str(&text)?;
+    let kib = |name: &str| -> Result<u64> {
+        let bytes = memory[name].as_str().and_then(|v| v.parse::<u64>().ok());
+        bytes.map(|b| b / 1024).with_context(|| format!("no {name} in admin /memory: {text}"))
+    };
+    Ok(Heap {
+        allocated_kib: kib("allocated")?,
+        free_mapped_kib: kib("pageheap_free")?,
+        thread_caches_kib: kib("total_thread_cache")?,
+        released_kib: kib("pageheap_unmapped")?,
+        physical_kib: kib("total_physical_bytes")?,
+    })
 }
 
 /// Growth from the first checkpoint after a block of calls (allocators and caches have warmed

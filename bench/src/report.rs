@@ -209,6 +209,22 @@ fn memory_section(t: &mut Table, r: &Results) {
         };
         let state = if m.growth_flagged { format!("GROWING {:+.1} MiB", m.growth_kib as f64 / 1024.0) } else { format!("flat ({:+.1} MiB)", m.growth_kib as f64 / 1024.0) };
         t.row(cells(format!("{} {} ({} upstream)", m.process, m.variant.label(), m.upstream.label()), series.join(" · "), baseline, ratio, "no steady growth", state));
+        if let Some(h) = m.heap {
+            t.row(cells(
+                format!("  of it, {} {}'s heap (tcmalloc) at end", m.process, m.variant.label()),
+                format!(
+                    "in use {} · freed, still mapped {} · thread caches {} · returned to the OS {}",
+                    mib(h.allocated_kib),
+                    mib(h.free_mapped_kib),
+                    mib(h.thread_caches_kib),
+                    mib(h.released_kib)
+                ),
+                format!("heap resident {} · outside it {}", mib(h.physical_kib), mib(last.saturating_sub(h.physical_kib))),
+                String::new(),
+                String::new(),
+                "profile",
+            ));
+        }
     }
 }
 

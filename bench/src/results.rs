@@ -118,6 +118,20 @@ pub struct MemorySeries {
     /// RSS at the last checkpoint minus RSS at the first checkpoint after warm-up, KiB.
     pub growth_kib: i64,
     pub growth_flagged: bool,
+    /// Envoy's heap at the end (tcmalloc, from its admin `/memory`); none for an upstream.
+    pub heap: Option<Heap>,
+}
+
+/// Envoy's tcmalloc heap, KiB: what of its RSS is live allocations, what is freed but still
+/// mapped (the page heap's free pages and the thread caches), and what was returned to the OS.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Heap {
+    pub allocated_kib: u64,
+    pub free_mapped_kib: u64,
+    pub thread_caches_kib: u64,
+    pub released_kib: u64,
+    /// The heap's resident part in all (tcmalloc's own estimate, metadata included).
+    pub physical_kib: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
