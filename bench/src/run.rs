@@ -202,7 +202,7 @@ fn prepare(opts: &Options) -> Result<Ctx> {
     std::fs::create_dir_all(&state)?;
     let pki = certs::ensure(&state.join("certs"), TRUST_DOMAIN, DEV_AGENTS).context("dev PKI")?;
     let users = portcullis_runner::devstack::users::dev_users_config(&pki.user_issuer)?;
-    let plugin_config = bundle::plugin_config(&root.join("policies"), &root.join("catalog/example.yaml"), &pki.ticket_signing_key, &users)?;
+    let plugin_config = bundle::plugin_config(&bundle::load_policy(&root.join("policies"), false)?, &root.join("catalog/example.yaml"), &pki.ticket_signing_key, &users)?;
     let reader = pki.agent("reader").context("no reader agent in the dev PKI")?;
     let reader_tls = crate::http::tls_config(&std::fs::read(&pki.ca_cert)?, &std::fs::read(&reader.cert)?, &std::fs::read(&reader.key)?)?;
     Ok(Ctx {

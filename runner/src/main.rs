@@ -306,7 +306,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::PluginConfig { output, policies, catalog, signing_key, users: users_file } => {
             let dev = users::DevIssuer::in_dir(signing_key.parent().unwrap_or(std::path::Path::new(".")));
             let users = users::users_config(users_file.as_deref(), &dev)?;
-            let config = bundle::plugin_config(&policies, &catalog, &signing_key, &users)?;
+            let config = bundle::plugin_config(&bundle::load_policy(&policies, false)?, &catalog, &signing_key, &users)?;
             match output {
                 Some(path) => certs::write_file(&path, config + "\n", certs::KEY_MODE)?,
                 // A terminal shows it to anyone behind the screen, and keeps it in scrollback.

@@ -48,10 +48,10 @@ pub fn load_policy(dir: &Path, with_tests: bool) -> Result<PolicyBundle> {
     Ok(PolicyBundle { modules, data })
 }
 
-/// The plugin configuration JSON, checked by building a gateway from it exactly as the filter
+/// The plugin configuration JSON for `policy` (loaded by the caller, who may need the same read
+/// for the runner's plan rules), checked by building a gateway from it exactly as the filter
 /// will, so a bad bundle fails here rather than inside Envoy.
-pub fn plugin_config(policy_dir: &Path, catalog_path: &Path, signing_key: &Path, users: &UsersConfig) -> Result<String> {
-    let policy = load_policy(policy_dir, false)?;
+pub fn plugin_config(policy: &PolicyBundle, catalog_path: &Path, signing_key: &Path, users: &UsersConfig) -> Result<String> {
     let catalog = load_catalog_value(catalog_path)?;
     let key = std::fs::read_to_string(signing_key).with_context(|| format!("reading {}", signing_key.display()))?;
     let config = json!({

@@ -45,13 +45,16 @@ pub struct Built {
     pub plan_rules: PlanRules,
 }
 
+/// The policy dir is read once: the filter's configuration and the runner's plan rules come
+/// from the same files even when they change while this runs (a second read could pair the
+/// gateway's policy version with another version's plan rules).
 pub fn build(src: &Sources) -> Result<Built> {
-    let json = bundle::plugin_config(&src.policies, &src.catalog, &src.signing_key, &src.users)?;
+    let policy = bundle::load_policy(&src.policies, false)?;
+    let json = bundle::plugin_config(&policy, &src.catalog, &src.signing_key, &src.users)?;
     let json = bundle::with_settings(json, src.settings.as_deref())?;
     let gateway = Gateway::from_config_json(json.as_bytes())
         .context("the plugin configuration does not build a gateway")?;
-    let plan_rules = PlanRules::new(&bundle::load_policy(&src.policies, false)?, gateway.catalog())
-        .context("the policy's plan rules (plan_decision) do not compile")?;
+    let plan_rules = PlanRules::new(&policy, gateway.catalog()).context("the policy's plan rules (plan_decision) do not compile")?;
     Ok(Built { version: gateway.policy_version().to_owned(), catalog: gateway.catalog().clone(), plan_rules, json })
 }
 
